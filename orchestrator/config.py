@@ -1,0 +1,220 @@
+"""Cluster specs: pydantic models with extra="forbid", and a loader whose errors name the
+file, the field and the valid choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import SpecError
+from orchestrator.hardware.catalog import GPU_CATALOG
+from orchestrator.models.backends import BACKENDS
+from orchestrator.models.catalog import MODEL_CATALOG
+from orchestrator.models.precision import PRECISIONS
+from orchestrator.planner.policies import POLICIES
+
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+def _one_of(kind: str, value: str, valid) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(sorted(valid))}")
+    return value
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CPUSpec(_Spec):
+    """A CPU-only node type: llama.cpp on the cores, within a memory budget."""
+
+    cores: int = Field(gt=0, description="cores one replica may use")
+    memory_gb: float = Field(gt=0, description="memory budget for the model, in GB (10^9 B)")
+    memory_bandwidth_gbs: float = Field(
+        20.0, gt=0, description="memory bandwidth the cores reach, GB/s")
+    peak_tflops: float = Field(
+        0.3, gt=0, description="effective matmul TFLOP/s llama.cpp reaches on these cores")
+
+
+class NodeTypeSpec(_Spec):
+    name: str = Field(pattern=_NAME, description="node type name; also its Ray resource "
+                      "gpu_group:<name>")
+    gpu: str | None = Field(None, description="GPU model id from the catalog")
+    gpus_per_node: int | None = Field(None, gt=0, description="GPUs in each node's GPU group")
+    interconnect: Literal["nvlink", "pcie"] = Field(
+        "pcie", description="link between the node's GPUs")
+    cpu: CPUSpec | None = Field(None, description="set for CPU-only node types instead of gpu")
+    count: int = Field(1, gt=0, description="how many nodes of this type")
+    addresses: list[str] = Field(default_factory=list, description="hosts of the nodes")
+    labels: dict[str, str] = Field(default_factory=dict, description="Kubernetes node labels")
+    cost_per_hour: float | None = Field(None, ge=0, description="cost of one node per hour")
+    policy: str | None = Field(None, description="planner policy for this node type only")
+    precisions: list[str] | None = Field(
+        None, description="only consider these precisions (e.g. the checkpoints you have)")
+    backends: list[str] | None = Field(None, description="only consider these backends")
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_known(cls, v):
+        return None if v is None else _one_of("GPU model", v, GPU_CATALOG)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_known(cls, v):
+        return None if v is None else _one_of("planner policy", v, POLICIES)
+
+    @field_validator("precisions")
+    @classmethod
+    def _precisions_known(cls, v):
+        return None if v is None else [_one_of("precision", p.lower(), PRECISIONS) for p in v]
+
+    @field_validator("backends")
+    @classmethod
+    def _backends_known(cls, v):
+        return None if v is None else [_one_of("backend", b, BACKENDS) for b in v]
+
+    @model_validator(mode="after")
+    def _gpu_or_cpu(self):
+        if (self.gpu is None) == (self.cpu is None):
+            raise ValueError("set exactly one of 'gpu' (with gpus_per_node) or 'cpu'")
+        if self.gpu is not None:
+            if self.gpus_per_node is None:
+                raise ValueError(f"'gpus_per_node' is required with gpu: {self.gpu}")
+            if self.interconnect == "nvlink" and not GPU_CATALOG[self.gpu].nvlink:
+                raise ValueError(f"{self.gpu} has no NVLink; use interconnect: pcie")
+        elif self.gpus_per_node is not None:
+            raise ValueError("'gpus_per_node' applies to GPU node types; remove it with 'cpu'")
+        if len(self.addresses) > self.count:
+            raise ValueError(f"{len(self.addresses)} addresses for count {self.count}")
+        return self
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.cpu is not None
+
+    @property
+    def resource(self) -> str:
+        """The Ray custom resource that each GPU group of this type advertises."""
+        return f"gpu_group:{self.name}"
+
+
+class PlannerSpec(_Spec):
+    policy: str = Field("quality", description="quality | throughput | balanced")
+    min_context: int = Field(4096, gt=0, description="tokens one sequence must be able to hold")
+    min_precision: str | None = Field(None, description="lowest acceptable precision")
+    typical_sequence: int = Field(
+        2048, gt=0, description="prompt+output tokens of a typical request, for concurrency")
+    kv_cache_dtype: Literal["fp16", "fp8"] = Field("fp16", description="KV cache element type")
+    usable_memory_fraction: float = Field(
+        0.9, gt=0, le=1, description="share of VRAM the engine may take (vLLM's default 0.9)")
+    backends: list[str] | None = Field(None, description="backends to consider; all if unset")
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_known(cls, v):
+        return _one_of("planner policy", v, POLICIES)
+
+    @field_validator("min_precision")
+    @classmethod
+    def _precision_known(cls, v):
+        return None if v is None else _one_of("precision", v.lower(), PRECISIONS)
+
+    @field_validator("backends")
+    @classmethod
+    def _backends_known(cls, v):
+        return None if v is None else [_one_of("backend", b, BACKENDS) for b in v]
+
+
+class ClusterSpec(_Spec):
+    name: str = Field(pattern=_NAME, description="cluster name")
+    model: str = Field("llama-3.1-70b", description="model id from the catalog")
+    planner: PlannerSpec = Field(default_factory=PlannerSpec)
+    node_types: list[NodeTypeSpec] = Field(min_length=1)
+
+    @field_validator("model")
+    @classmethod
+    def _model_known(cls, v):
+        return _one_of("model", v, MODEL_CATALOG)
+
+    @field_validator("node_types")
+    @classmethod
+    def _unique_names(cls, v):
+        seen: set[str] = set()
+        for nt in v:
+            if nt.name in seen:
+                raise ValueError(f"duplicate node type name {nt.name!r}; names must be unique")
+            seen.add(nt.name)
+        return v
+
+    def node_type(self, name: str) -> NodeTypeSpec:
+        for nt in self.node_types:
+            if nt.name == name:
+                return nt
+        raise SpecError(f"no node type {name!r}; node types: "
+                        f"{', '.join(n.name for n in self.node_types)}")
+
+
+def load_cluster_spec(path: str | Path) -> ClusterSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read cluster spec: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a cluster spec is a mapping with 'name' and 'node_types'")
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(path, e, data)) from None
+
+
+def format_validation_error(path: Path, err: ValidationError, data: Any) -> str:
+    lines = [f"{path}: invalid cluster spec ({err.error_count()} problem(s))"]
+    for e in err.errors():
+        loc = _describe_loc(e["loc"], data)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(e["loc"][:-1])
+            msg = f"unknown field {e['loc'][-1]!r}; valid fields: {', '.join(valid)}"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e['input']!r})"
+        elif e["type"] not in ("value_error", "missing") and "input" in e:
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _describe_loc(loc: tuple, data: Any) -> str:
+    """'node_types[1] (rtx-3090-x2).gpu' rather than 'node_types.1.gpu'."""
+    out, node = "", data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                out += f" ({node['name']})"
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "(top level)"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = ClusterSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        ann = model.model_fields[part].annotation
+        for cand in (NodeTypeSpec, PlannerSpec, CPUSpec):
+            if cand is ann or cand in getattr(ann, "__args__", ()):
+                model = cand
+                break
+    return list(model.model_fields)

@@ -1,0 +1,1 @@
+"""Model architectures, precision formats and the backend support matrix (pure data)."""

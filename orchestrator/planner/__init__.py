@@ -1,0 +1,1 @@
+"""Capacity planner: pure functions from a cluster spec to a Plan (no Ray)."""

@@ -1,0 +1,248 @@
+"""Plan selection: enumerate (precision, backend, GPUs per replica), drop what does not run
+or fit, and let the policy pick. Pure: a spec in, a Plan out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.config import ClusterSpec, NodeTypeSpec, PlannerSpec
+from orchestrator.errors import NoFeasiblePlanError
+from orchestrator.hardware.catalog import GB
+from orchestrator.models.backends import BACKEND_ORDER, BACKENDS, Backend
+from orchestrator.models.catalog import ModelArch, get_model
+from orchestrator.models.precision import Precision, at_least, get_precision, quality_order
+from orchestrator.planner import memory as mem
+from orchestrator.planner import policies
+from orchestrator.planner.hardware import NodeHardware, ReplicaLayout, hardware_of
+from orchestrator.planner.performance import decode_efficiency, prefill_efficiency, speeds
+from orchestrator.planner.plan import (
+    Choice, MemorySplit, NodePlan, PerfEstimate, Plan, Rejection, SpeedModel,
+)
+
+# The seed guide's method: 512-token prompt, 256 output tokens -> mean context 640.
+SEED_PROMPT, SEED_OUTPUT = 512, 256
+
+
+def _gb(b: float) -> str:
+    return f"{b / GB:.2f} GB"
+
+
+@dataclass(frozen=True)
+class NodeRequest:
+    """What the planner needs about one node type, spec-independent (tests build these)."""
+
+    name: str
+    hw: NodeHardware
+    count: int = 1
+    policy: str | None = None
+    precisions: tuple[str, ...] | None = None
+    backends: tuple[str, ...] | None = None
+
+
+def request_of(nt: NodeTypeSpec) -> NodeRequest:
+    return NodeRequest(nt.name, hardware_of(nt), nt.count, nt.policy,
+                       tuple(nt.precisions) if nt.precisions else None,
+                       tuple(nt.backends) if nt.backends else None)
+
+
+def plan_cluster(spec: ClusterSpec, *, model: str | None = None, policy: str | None = None,
+                 min_context: int | None = None, min_precision: str | None = None) -> Plan:
+    overrides = {k: v for k, v in dict(policy=policy, min_context=min_context,
+                                       min_precision=min_precision).items() if v is not None}
+    ps = PlannerSpec.model_validate({**spec.planner.model_dump(), **overrides})
+    arch = get_model(model or spec.model)
+    nodes = [plan_node(request_of(nt), arch, ps) for nt in spec.node_types]
+    return Plan(cluster=spec.name, model=arch.id, model_display=arch.display,
+                policy=ps.policy, min_context=ps.min_context, min_precision=ps.min_precision,
+                kv_cache_dtype=ps.kv_cache_dtype, typical_sequence=ps.typical_sequence,
+                node_types=nodes)
+
+
+def require_feasible(plan: Plan) -> Plan:
+    if not plan.feasible:
+        lines = [f"{n.node_type}: {n.shortfall}" for n in plan.node_types]
+        raise NoFeasiblePlanError(
+            f"{plan.model} fits on no node type of cluster {plan.cluster!r}:\n  "
+            + "\n  ".join(lines))
+    return plan
+
+
+def plan_node(req: NodeRequest, model: ModelArch, ps: PlannerSpec) -> NodePlan:
+    policy = policies.make(req.policy or ps.policy)
+    allowed = [p for p in quality_order() if req.precisions is None or p in req.precisions]
+    backend_ids = [b for b in BACKEND_ORDER
+                   if (req.backends or ps.backends or BACKEND_ORDER).count(b)]
+    fits: list[Choice] = []
+    rejected: list[Rejection] = []
+    not_offered: list[str] = []
+    if model.available is not None:
+        for pid in allowed:
+            if pid not in model.available:
+                rejected.append(Rejection(
+                    precision=pid, backend=None, layout=None, kind="unavailable",
+                    reason=f"no {get_precision(pid).display} checkpoint is made for {model.id}"))
+        allowed = [p for p in allowed if p in model.available]
+    for pid in allowed:
+        if not at_least(pid, ps.min_precision):
+            rejected.append(Rejection(
+                precision=pid, backend=None, layout=None, kind="floor",
+                reason=f"below the precision floor {ps.min_precision}"))
+    for bid in backend_ids:
+        backend = BACKENDS[bid]
+        skipped = [p for p in allowed if not backend.offers(p, cpu=req.hw.is_cpu)]
+        if len(skipped) == len(allowed) and req.hw.is_cpu:
+            not_offered.append(f"{bid}: does not run on CPU")
+        elif skipped:
+            not_offered.append(f"{bid}: {', '.join(skipped)}")
+        for pid in allowed:
+            if pid in skipped or not at_least(pid, ps.min_precision):
+                continue
+            got, why_not = _try(req, model, ps, backend, get_precision(pid))
+            fits.extend(got)
+            rejected.extend(why_not)
+    if not fits:
+        return NodePlan(node_type=req.name, hardware=req.hw.describe(), count=req.count,
+                        policy=policy.name, choice=None, alternatives=[], rejected=rejected,
+                        not_offered=not_offered, shortfall=_shortfall(rejected))
+    best = policy.pick(fits)
+    best = best.model_copy(update={"why": _why(policy, best, model, ps)})
+    alternatives = [_lost_to(c, best) for c in sorted(fits, key=policy.key, reverse=True)
+                    if not _same(c, best)]
+    return NodePlan(node_type=req.name, hardware=req.hw.describe(), count=req.count,
+                    policy=policy.name, choice=best, alternatives=alternatives,
+                    rejected=rejected, not_offered=not_offered, shortfall=None)
+
+
+def _sizes(req: NodeRequest, backend: Backend, model: ModelArch) -> list[int]:
+    if req.hw.is_cpu:
+        return [1]
+    sizes = [t for t in (1, 2, 4, 8) if t <= req.hw.gpus and req.hw.gpus % t == 0]
+    if backend.parallelism == "tensor":
+        sizes = [t for t in sizes if model.heads % t == 0]
+    return sizes
+
+
+def _layout(req: NodeRequest, backend: Backend, size: int) -> ReplicaLayout:
+    if req.hw.is_cpu:
+        return ReplicaLayout(req.hw, 1, "none")
+    return ReplicaLayout(req.hw, size, backend.parallelism if size > 1 else "tensor")
+
+
+def _try(req, model, ps, backend, precision) -> tuple[list[Choice], list[Rejection]]:
+    pid, bid = precision.id, backend.id
+    if not req.hw.is_cpu:
+        gpu = req.hw.gpu
+        min_sm = backend.min_sm(pid)
+        if gpu.sm < min_sm:
+            return [], [Rejection(
+                precision=pid, backend=bid, layout=None, kind="unsupported",
+                reason=f"{precision.display} on {backend.display} needs sm{min_sm}+, "
+                       f"{gpu.id} is {gpu.arch}")]
+        if precision.needs_bf16 and not gpu.bf16:
+            return [], [Rejection(precision=pid, backend=bid, layout=None, kind="unsupported",
+                                  reason=f"{gpu.id} has no BF16 support")]
+    weights, source = precision.weight_bytes(model)
+    fits, last_fail = [], None
+    for size in _sizes(req, backend, model):
+        layout = _layout(req, backend, size)
+        fit = mem.fit(layout, backend, model, weights, ps.kv_cache_dtype,
+                      ps.usable_memory_fraction)
+        need_kv = ps.min_context * fit.kv_bytes_per_token
+        if not fit.weights_fit or fit.kv_bytes < need_kv:
+            last_fail = (layout, fit, need_kv)
+            continue
+        fits.append(_choice(req, model, ps, backend, precision, layout, fit, source))
+    if fits or last_fail is None:
+        return fits, []
+    return [], [_memory_rejection(precision, backend, ps, *last_fail)]
+
+
+def _memory_rejection(precision, backend, ps, layout, fit, need_kv) -> Rejection:
+    per = "" if layout.hw.is_cpu else f" ({ps.usable_memory_fraction:.0%} of " \
+        f"{layout.size}x {layout.hw.gpu.vram_gib:g} GiB)"
+    total = fit.weights_bytes + fit.overhead_bytes + need_kv
+    # The split is even, so weights not fitting on one device means the total is short too.
+    short = total - fit.usable_bytes
+    kind = "memory" if not fit.weights_fit else "context"
+    reason = (f"needs {_gb(fit.weights_bytes)} of weights + {_gb(fit.overhead_bytes)} runtime"
+              f" + {_gb(need_kv)} KV for {ps.min_context}-token context = {_gb(total)}, "
+              f"{_gb(fit.usable_bytes)} usable{per}; short by {_gb(short)}")
+    return Rejection(precision=precision.id, backend=backend.id, layout=layout.describe(),
+                     kind=kind, reason=reason, shortfall_bytes=int(short))
+
+
+def _choice(req, model, ps, backend, precision, layout, fit, source) -> Choice:
+    sp = speeds(layout, backend, model, precision, fit.weights_bytes, fit.kv_bytes_per_token)
+    seed_ctx = SEED_PROMPT + SEED_OUTPUT / 2
+    batch = max(1, min(backend.max_batch, fit.kv_tokens // ps.typical_sequence))
+    typical_ctx = ps.typical_sequence / 2
+    replicas = 1 if req.hw.is_cpu else req.hw.gpus // layout.size
+    batched = sp.decode_tokens_per_s(batch, typical_ctx)
+    perf = PerfEstimate(
+        single_stream_tokens_per_s=sp.decode_tokens_per_s(1, seed_ctx),
+        single_stream_ceiling=sp.decode_tokens_per_s(1, seed_ctx, ceiling=True),
+        batched_tokens_per_s=batched,
+        batched_ceiling=sp.decode_tokens_per_s(batch, typical_ctx, ceiling=True),
+        batch=batch,
+        prefill_tokens_per_s=sp.prefill_tokens_per_s(),
+        prefill_ceiling=sp.prefill_tokens_per_s(ceiling=True),
+        decode_efficiency=decode_efficiency(backend.id),
+        prefill_efficiency=1.0 if req.hw.is_cpu else prefill_efficiency(backend.id),
+        chunked_prefill=backend.chunked_prefill,
+    )
+    memory = MemorySplit(
+        usable_bytes=int(fit.usable_bytes), weights_bytes=int(fit.weights_bytes),
+        weights_source=source, overhead_bytes=int(fit.overhead_bytes),
+        kv_room_bytes=int(fit.kv_bytes), kv_bytes_per_token=int(fit.kv_bytes_per_token),
+        kv_tokens=fit.kv_tokens, max_context=min(fit.kv_tokens, model.max_context),
+        concurrent_sequences=fit.kv_tokens // ps.typical_sequence,
+    )
+    if req.hw.is_cpu:
+        resources = {"CPU": float(req.hw.cpu.cores), f"gpu_group:{req.name}": 1.0}
+    else:
+        resources = {"GPU": float(layout.size),
+                     f"gpu_group:{req.name}": layout.size / req.hw.gpus}
+    return Choice(
+        precision=precision.id, precision_display=precision.display,
+        quality_rank=precision.rank, backend=backend.id,
+        parallelism=layout.parallelism, gpus_per_replica=layout.size,
+        replicas_per_node=replicas, memory=memory, perf=perf,
+        speed_model=SpeedModel(**sp.__dict__), node_tokens_per_s=batched * replicas,
+        replica_resources=resources, why="")
+
+
+def _same(a: Choice, b: Choice) -> bool:
+    return (a.precision, a.backend, a.gpus_per_replica) == (b.precision, b.backend,
+                                                           b.gpus_per_replica)
+
+
+def _why(policy, c: Choice, model: ModelArch, ps: PlannerSpec) -> str:
+    return (f"policy {policy.name} ({policy.description}): {c.precision_display} on "
+            f"{BACKENDS[c.backend].display}, {c.layout}, {c.replicas_per_node} replica(s) per "
+            f"node; weights {_gb(c.memory.weights_bytes)} ({c.memory.weights_source}), KV room "
+            f"{_gb(c.memory.kv_room_bytes)} = {c.memory.kv_tokens} tokens "
+            f"(>= {ps.min_context} required); est. {c.node_tokens_per_s:.1f} tok/s per node")
+
+
+def _lost_to(c: Choice, best: Choice) -> Rejection:
+    if c.quality_rank < best.quality_rank:
+        reason = f"lower precision than {best.precision_display}"
+    elif c.node_tokens_per_s < best.node_tokens_per_s:
+        reason = (f"fewer tokens/s per node ({c.node_tokens_per_s:.1f} vs "
+                  f"{best.node_tokens_per_s:.1f})")
+    elif c.quality_rank > best.quality_rank:
+        reason = (f"higher precision but under the policy's throughput bar "
+                  f"({c.node_tokens_per_s:.1f} vs {best.node_tokens_per_s:.1f} tok/s)")
+    else:
+        reason = "ties with the choice; backend preference order decides"
+    return Rejection(precision=c.precision, backend=c.backend, layout=c.layout,
+                     kind="not_chosen", reason=reason)
+
+
+def _shortfall(rejected: list[Rejection]) -> str:
+    sized = [r for r in rejected if r.shortfall_bytes is not None]
+    if not sized:
+        return "no allowed precision runs on this hardware (see the rejected list)"
+    r = min(sized, key=lambda r: r.shortfall_bytes)
+    return (f"cannot fit: closest is {get_precision(r.precision).display} on "
+            f"{BACKENDS[r.backend].display} ({r.layout}), short by {_gb(r.shortfall_bytes)}")

@@ -1,0 +1,118 @@
+"""Rich renderings of inventories and plans (the CLI prints these; nothing here decides)."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.hardware.catalog import GB, GIB
+from orchestrator.hardware.discovery import Inventory
+from orchestrator.hardware.resources import NodeResources
+from orchestrator.models.backends import BACKENDS
+from orchestrator.planner.plan import NodePlan, Plan
+
+
+MAX_ALTERNATIVES = 12
+
+
+def _gb(b: float) -> str:
+    return f"{b / GB:.2f} GB"
+
+
+def inventory_view(inv: Inventory) -> Group:
+    head = (f"{inv.hostname}: {inv.cpu_cores} CPU cores, {inv.memory_bytes / GIB:.1f} GiB RAM"
+            + (f", driver {inv.driver_version}, CUDA {inv.cuda_version}"
+               if inv.driver_version else ""))
+    parts: list = [Text(head, style="bold")]
+    if inv.explanation:
+        parts.append(Text(inv.explanation, style="yellow"))
+    if inv.gpus:
+        t = Table(title="GPUs")
+        for col in ("#", "name", "catalog id", "memory", "cc", "bandwidth", "PCI bus",
+                    "NVLink peers"):
+            t.add_column(col)
+        for g in inv.gpus:
+            t.add_row(str(g.index), g.name, g.model_id, f"{g.memory_bytes / GIB:.1f} GiB",
+                      g.compute_capability,
+                      f"{g.bandwidth_gbs:g} GB/s" if g.bandwidth_gbs else "-", g.bus_id,
+                      ",".join(map(str, g.nvlink_peers)) or "-")
+        parts.append(t)
+        gt = Table(title="GPU groups")
+        for col in ("group type", "GPUs", "link", "Ray resource"):
+            gt.add_column(col)
+        for g in inv.groups:
+            gt.add_row(g.type, ",".join(map(str, g.indices)), g.interconnect,
+                       f"gpu_group:{g.type}")
+        parts.append(gt)
+    for w in inv.warnings:
+        parts.append(Text(f"warning: {w}", style="yellow"))
+    return Group(*parts)
+
+
+def resources_view(res: NodeResources) -> Group:
+    parts = [Text("ray start flags for this node:", style="bold"),
+             Text(" ".join(res.ray_start_args())),
+             Text("e.g. " + res.command())]
+    parts += [Text(f"note: {n}", style="yellow") for n in res.notes]
+    return Group(*parts)
+
+
+def plan_view(plan: Plan, explain: bool = False) -> Group:
+    floor = plan.min_precision or "none"
+    parts: list = [Text(
+        f"Plan for {plan.model_display} on cluster {plan.cluster!r}: policy {plan.policy}, "
+        f"min context {plan.min_context}, precision floor {floor}, KV {plan.kv_cache_dtype}",
+        style="bold")]
+    t = Table(title="Chosen layout per node type")
+    for col in ("node type", "hardware", "precision", "backend", "layout", "replicas",
+                "weights", "KV room", "max ctx", "1-stream tok/s (ceiling)",
+                "batched tok/s (ceiling)", "prefill tok/s"):
+        t.add_column(col, overflow="fold")
+    for n in plan.node_types:
+        c = n.choice
+        if c is None:
+            t.add_row(n.node_type, n.hardware, Text("cannot fit", style="red"),
+                      "-", "-", "0", "-", "-", "-", "-", "-", "-")
+            continue
+        p = c.perf
+        t.add_row(
+            n.node_type, n.hardware, c.precision_display, BACKENDS[c.backend].display, c.layout,
+            f"{c.replicas_per_node}/node x {n.count} = {n.replicas}",
+            _gb(c.memory.weights_bytes), _gb(c.memory.kv_room_bytes),
+            str(c.memory.max_context),
+            f"{p.single_stream_tokens_per_s:.1f} ({p.single_stream_ceiling:.1f})",
+            f"{p.batched_tokens_per_s:.0f} @{p.batch} ({p.batched_ceiling:.0f})",
+            f"{p.prefill_tokens_per_s:.0f} ({p.prefill_ceiling:.0f})")
+    parts.append(t)
+    for n in plan.node_types:
+        if n.choice is None:
+            parts.append(Text(f"{n.node_type}: {n.shortfall}", style="red"))
+        elif explain:
+            parts.append(Text(f"{n.node_type}: {n.choice.why}"))
+    if explain:
+        for n in plan.node_types:
+            parts.append(_explain(n))
+    return Group(*parts)
+
+
+def _explain(n: NodePlan):
+    t = Table(title=f"{n.node_type}: alternatives and rejections")
+    for col in ("precision", "backend", "layout", "verdict", "reason"):
+        t.add_column(col, overflow="fold")
+    for r in n.alternatives[:MAX_ALTERNATIVES]:
+        t.add_row(r.precision, r.backend or "-", r.layout or "-", "fits, not chosen", r.reason)
+    if len(n.alternatives) > MAX_ALTERNATIVES:
+        t.add_row("...", "", "", "fits, not chosen",
+                  f"{len(n.alternatives) - MAX_ALTERNATIVES} more, best first in --json")
+    unavailable = [r.precision for r in n.rejected if r.kind == "unavailable"]
+    for r in n.rejected:
+        if r.kind != "unavailable":
+            t.add_row(r.precision, r.backend or "-", r.layout or "-", r.kind, r.reason)
+    rows: list = [t]
+    if unavailable:
+        rows.append(Text(f"  no checkpoint is made for this model in: {', '.join(unavailable)}",
+                         style="dim"))
+    for line in n.not_offered:
+        rows.append(Text(f"  not offered by {line}", style="dim"))
+    return Group(*rows)

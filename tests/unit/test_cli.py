@@ -1,0 +1,107 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+from tests.conftest import CLUSTERS, cluster, node_type
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_help_lists_commands(run):
+    r = run("--help")
+    assert r.exit_code == 0
+    for cmd in ("discover", "node-resources", "plan"):
+        assert cmd in r.output
+
+
+def test_discover_here_is_cpu_only_or_lists_gpus(run):
+    r = run("discover", "--json")
+    assert r.exit_code == 0
+    data = json.loads(r.output)
+    assert data["cpu_cores"] >= 1
+    assert data["gpus"] or "CPU only" in data["explanation"]
+
+
+@pytest.mark.parametrize("fixture, types", [
+    ("2x3090-nvlink", ["rtx-3090-x2-nvlink"]),
+    ("4xa100-sxm", ["a100-80g-sxm-x4-nvlink"]),
+    ("8xh100-sxm", ["h100-sxm-x8-nvlink"]),
+    ("no-driver", []),
+])
+def test_discover_fixture_json(run, fixture, types):
+    r = run("discover", "--fixture", fixture, "--json")
+    assert r.exit_code == 0
+    assert [g["type"] for g in json.loads(r.output)["groups"]] == types
+
+
+def test_discover_table(run):
+    r = run("discover", "--fixture", "mixed-pcie")
+    assert r.exit_code == 0
+    assert "GPU groups" in r.output and "rtx-4090-x2" in r.output
+    assert "warning:" in r.output and "RTX 5090" in r.output
+
+
+def test_node_resources_for_2x3090(run):
+    r = run("node-resources", "--fixture", "2x3090-nvlink")
+    assert r.exit_code == 0
+    assert '--resources={"gpu_group:rtx-3090-x2-nvlink": 1.0}' in r.output
+    assert "--num-gpus=2" in r.output
+    j = json.loads(run("node-resources", "--fixture", "2x3090-nvlink", "--json").output)
+    assert j["resources"] == {"gpu_group:rtx-3090-x2-nvlink": 1.0}
+
+
+def test_node_resources_cpu_needs_node_type(run):
+    r = run("node-resources", "--fixture", "no-driver")
+    assert r.exit_code == 1 and "--node-type" in r.output
+    r = run("node-resources", "--fixture", "no-driver", "--cluster", CLUSTERS / "local.yaml",
+            "--node-type", "cpu-quality")
+    assert r.exit_code == 0 and "gpu_group:cpu-quality" in r.output
+
+
+def test_plan_table_and_explain(run):
+    r = run("plan", CLUSTERS / "seed-table.yaml", "--model", "llama-3.1-70b", "--explain")
+    assert r.exit_code == 0, r.output
+    assert "cannot fit" in r.output and "INT4 AWQ" in r.output and "TP 4" in r.output
+    assert "q5_k_m" in r.output and "short by" in r.output
+
+
+def test_plan_json_is_the_plan(run):
+    r = run("plan", CLUSTERS / "mixed.yaml", "--json")
+    data = json.loads(r.output)
+    assert [n["choice"]["precision"] for n in data["node_types"]][0] == "f16"
+    assert data["node_types"][0]["choice"]["replica_resources"] == {
+        "GPU": 4.0, "gpu_group:a100-80g-sxm-x4-nvlink": 1.0}
+
+
+def test_plan_nothing_fits_exits_nonzero(run, write_spec):
+    path = write_spec(cluster(node_type(name="one", gpu="rtx-4090", gpus_per_node=1,
+                                        interconnect="pcie")))
+    r = run("plan", path)
+    assert r.exit_code == 1
+    assert "fits on no node type" in r.output and "short by" in r.output
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--model", "llama-9"], "unknown model 'llama-9'"),
+    (["--policy", "cheap"], "unknown planner policy 'cheap'"),
+    (["--min-precision", "q3"], "unknown precision 'q3'"),
+    (["--min-context", "0"], "Invalid value for '--min-context'"),
+])
+def test_plan_bad_overrides(run, args, msg):
+    r = run("plan", CLUSTERS / "mixed.yaml", *args)
+    assert r.exit_code != 0 and msg in r.output
+
+
+def test_plan_bad_spec_is_a_clean_error(run, write_spec):
+    r = run("plan", write_spec(cluster(node_type(count=0))))
+    assert r.exit_code == 1 and "Traceback" not in r.output and ".count" in r.output
