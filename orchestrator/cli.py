@@ -141,6 +141,94 @@ def plan(cluster_path, model, policy, min_context, min_precision, as_json, expla
     require_feasible(result)
 
 
+@main.command()
+@click.argument("cluster_path", metavar="CLUSTER.yaml", type=click.Path(dir_okay=False))
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="CSV with TIMESTAMP, ContextTokens, GeneratedTokens (e.g. the Azure trace).")
+@click.option("--synthetic", type=click.Choice(["poisson", "bursty"]),
+              help="Generate arrivals instead of a trace (with --rate and --requests).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, help="Requests/s of the synthetic workload.")
+@click.option("--requests", "limit", type=click.IntRange(min=1),
+              help="Use the first N requests of the trace (synthetic default 2000).")
+@click.option("--policy", "policies", multiple=True,
+              help="Routing policy (repeat for several; default: all).")
+@click.option("--rate-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Multiply the arrival rate.")
+@click.option("--sweep", is_flag=True,
+              help="Search each policy's goodput: the highest rate at which 90%% of requests "
+                   "meet both SLOs.")
+@click.option("--slo-ttft", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, help="Time-to-first-token objective, seconds.")
+@click.option("--slo-tpot", type=click.FloatRange(min=0, min_open=True), default=0.1,
+              show_default=True, help="Time-per-output-token objective, seconds.")
+@click.option("--only", "pools", multiple=True, help="Simulate only these node types.")
+@click.option("--pin-share", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of requests pinned to --pin-precision.")
+@click.option("--pin-precision", help="Precision the pinned share asks for, e.g. f16.")
+@click.option("--model", help="Model id (default: the spec's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write SLO attainment against load, one line per policy (PNG).")
+@user_errors
+def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_scale, sweep,
+             slo_ttft, slo_tpot, pools, pin_share, pin_precision, model, seed, as_json,
+             plot_path):
+    """Replay a trace (or a synthetic load) over the planned cluster with simulated engines.
+
+    The replicas are timing models from the planner's performance model (prefill, decode,
+    batching up to the KV capacity, chunked prefill or not); the routing policies are the
+    ones the live router runs.
+    """
+    from rich.progress import Progress
+
+    from orchestrator.config import load_cluster_spec
+    from orchestrator.planner.select import plan_cluster, require_feasible
+    from orchestrator.router.policies import POLICIES, make
+    from orchestrator.sim import report, trace as traces
+    from orchestrator.sim.run import Scenario
+
+    if bool(trace_path) == bool(synthetic):
+        raise UserError("give exactly one of --trace FILE or --synthetic poisson|bursty")
+    if pin_share and not pin_precision:
+        raise UserError("--pin-share needs --pin-precision (e.g. f16)")
+    for name in policies:
+        make(name)  # validates the name before any work
+    if "static_split" in policies:
+        raise UserError("static_split needs pool weights; run it from "
+                        "benchmarks/routing_goodput.py")
+    names = list(policies) or [p for p in POLICIES if p != "static_split"]
+    plan = require_feasible(plan_cluster(load_cluster_spec(cluster_path), model=model))
+    unknown = set(pools) - {n.node_type for n in plan.pools()}
+    if unknown:
+        raise UserError(f"--only {', '.join(sorted(unknown))}: not a node type that serves "
+                        f"in this plan; serving: {', '.join(n.node_type for n in plan.pools())}")
+    reqs = (traces.load_trace(trace_path, limit) if trace_path
+            else traces.synthetic(synthetic, rate, limit or 2000, seed))
+    if pin_share:
+        from orchestrator.models.precision import get_precision
+
+        reqs = traces.pin_share(reqs, pin_share, get_precision(pin_precision).id, seed)
+    scenario = Scenario(plan, reqs, slo_ttft, slo_tpot, seed=seed, pools=list(pools) or None)
+    with Progress(transient=True, disable=as_json) as progress:
+        task = progress.add_task("simulating", total=len(names))
+        results = report.simulate_policies(
+            scenario, names, sweep=sweep, rate_scale=rate_scale,
+            tick=lambda name: progress.update(task, advance=1, description=name))
+    if plot_path:
+        report.plot(results, plot_path, f"{plan.cluster}: {plan.model_display}, TTFT "
+                    f"{slo_ttft:g} s, TPOT {slo_tpot * 1000:g} ms")
+    if as_json:
+        _echo_json({"cluster": plan.cluster, "model": plan.model, "requests": len(reqs),
+                    "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot,
+                    "results": [r.model_dump() for r in results]})
+    else:
+        from orchestrator.views import simulation_view
+
+        _console().print(simulation_view(plan, results, len(reqs), slo_ttft, slo_tpot))
+
+
 def _override_error(e: ValueError) -> str:
     errors = getattr(e, "errors", None)
     if callable(errors):

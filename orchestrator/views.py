@@ -116,3 +116,34 @@ def _explain(n: NodePlan):
     for line in n.not_offered:
         rows.append(Text(f"  not offered by {line}", style="dim"))
     return Group(*rows)
+
+
+def simulation_view(plan: Plan, results, requests: int, slo_ttft: float, slo_tpot: float):
+    parts: list = [Text(
+        f"Simulated {requests} requests on {plan.cluster!r} ({plan.model_display}); SLO: "
+        f"TTFT {slo_ttft:g} s, TPOT {slo_tpot * 1000:g} ms (simulated engines: timing "
+        f"models, not measurements)", style="bold")]
+    t = Table()
+    sweep = any(r.goodput_req_s is not None for r in results)
+    cols = (["policy", "goodput req/s", "sweep points (req/s: attainment)"] if sweep else
+            ["policy", "offered req/s", "SLO met", "out tok/s", "TTFT p50/p90/p99 s",
+             "TPOT p50/p90/p99 ms", "rejected", "tokens by precision", "replica-s"])
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for r in results:
+        if sweep:
+            pts = ", ".join(f"{p['rate_req_s']:.2f}: {p['attainment']:.0%}"
+                            for p in sorted(r.sweep, key=lambda p: p["rate_req_s"]))
+            t.add_row(r.policy, f"{r.goodput_req_s:.3f}", pts)
+            continue
+        s = r.summary
+        t.add_row(
+            r.policy, f"{s.rate_req_s:.2f}", f"{s.slo_attainment:.1%}",
+            f"{s.throughput_tok_s:.0f}",
+            "/".join(f"{v:.2f}" for v in s.ttft_s.values()),
+            "/".join(f"{v * 1000:.0f}" for v in s.tpot_s.values()),
+            str(s.rejected),
+            ", ".join(f"{k} {v:.0%}" for k, v in s.precision_token_share.items()),
+            f"{s.replica_seconds:.0f}")
+    parts.append(t)
+    return Group(*parts)

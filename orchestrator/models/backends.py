@@ -75,7 +75,7 @@ _BACKENDS = [
                      "fp8_w8a8": 89},
         cpu_support=frozenset(),
         parallelism="tensor", overhead_gib_per_gpu=1.0, overhead_gib_cpu=0.0,
-        max_batch=256, chunked_prefill=False,
+        max_batch=256, chunked_prefill=True,
         calibration=(
             Calibration("a100-80g-sxm", 4, "tensor", "llama-3.1-70b", "f16", 2048 / 0.377,
                         "TensorRT-LLM performance.md (TTFT 377 ms at 2048 tokens in, FACTS.md)",

@@ -105,3 +105,34 @@ def test_plan_bad_overrides(run, args, msg):
 def test_plan_bad_spec_is_a_clean_error(run, write_spec):
     r = run("plan", write_spec(cluster(node_type(count=0))))
     assert r.exit_code == 1 and "Traceback" not in r.output and ".count" in r.output
+
+
+def test_simulate_synthetic_json(run):
+    r = run("simulate", CLUSTERS / "mixed.yaml", "--synthetic", "poisson", "--rate", "1",
+            "--requests", "200", "--policy", "slo_aware", "--policy", "round_robin", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert [x["policy"] for x in data["results"]] == ["slo_aware", "round_robin"]
+    s = data["results"][0]["summary"]
+    assert s["requests"] == 200 and s["completed"] + s["rejected"] == 200
+
+
+def test_simulate_sweep_table_and_plot(run, tmp_path):
+    png = tmp_path / "g.png"
+    r = run("simulate", CLUSTERS / "mixed.yaml", "--synthetic", "bursty", "--requests", "200",
+            "--policy", "slo_aware", "--sweep", "--plot", png)
+    assert r.exit_code == 0, r.output
+    assert "goodput" in r.output and "simulated engines" in r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, msg", [
+    ([], "exactly one of --trace FILE or --synthetic"),
+    (["--synthetic", "poisson", "--policy", "fastest"], "unknown routing policy 'fastest'"),
+    (["--synthetic", "poisson", "--only", "nope"], "--only nope: not a node type"),
+    (["--synthetic", "poisson", "--pin-share", "0.5"], "--pin-share needs --pin-precision"),
+    (["--trace", "/nonexistent.csv"], "cannot read trace"),
+])
+def test_simulate_bad_input(run, args, msg):
+    r = run("simulate", CLUSTERS / "mixed.yaml", *args)
+    assert r.exit_code != 0 and msg in r.output

@@ -1,0 +1,59 @@
+"""What a routing policy sees: a small request context and one view per replica.
+
+The live ingress builds these from the HTTP request and the replicas' routing stats; the
+simulator builds them from its simulated replicas. Policies never see a web request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.planner.performance import Speeds
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    prompt_tokens: int
+    max_tokens: int
+    pinned_precision: str | None = None  # "NAME:PRECISION" model names pin one precision
+    min_rank: int | None = None  # x-min-precision floor, as a quality rank
+    slo_ttft_s: float = 2.0
+    slo_tpot_s: float = 0.1
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.max_tokens
+
+
+@dataclass
+class ReplicaView:
+    """One replica's static capacity (from the plan) and its current load (from stats)."""
+
+    id: str
+    pool: str
+    precision: str
+    quality_rank: int
+    speeds: Speeds
+    max_batch: int
+    kv_capacity_tokens: int
+    max_context: int
+    chunked_prefill: bool
+    capacity_tokens_per_s: float  # the plan's batched estimate, SkyServe's per-type weight
+    running: int = 0
+    waiting: int = 0
+    waiting_prefill_tokens: int = 0  # prompt tokens queued or mid-prefill, not yet done
+    waiting_output_tokens: int = 0
+    kv_used_tokens: int = 0  # reserved by admitted sequences (prompt + max output)
+    decode_tokens_left: int = 0  # output tokens the running sequences still owe
+    running_context_tokens: int = 0
+    speed_correction: float = 1.0  # measured / modelled decode speed
+    prefill_load_tokens_per_s: float = 0.0  # recent prompt tokens admitted per second
+    max_waiting: int = 256
+
+    @property
+    def outstanding(self) -> int:
+        return self.running + self.waiting
+
+    @property
+    def queue_full(self) -> bool:
+        return self.waiting >= self.max_waiting

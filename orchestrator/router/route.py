@@ -1,0 +1,49 @@
+"""Eligibility and the routing decision: which replicas may take a request, then which one.
+
+The outcome names why no replica was chosen, so the HTTP edge can answer with the right
+status (422 for an unsatisfiable precision, 400 for a prompt longer than any pool's
+context, 429 when every eligible queue is full) and the simulator can count rejections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from orchestrator.router.context import ReplicaView, RouteRequest
+from orchestrator.router.policies import Policy
+
+OK = "ok"
+UNSATISFIABLE_PRECISION = "unsatisfiable_precision"
+CONTEXT_TOO_LONG = "context_too_long"
+OVERLOADED = "overloaded"
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    outcome: str
+    replica: ReplicaView | None = None
+    detail: str = ""
+
+
+def route(policy: Policy, req: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    precise = [r for r in replicas
+               if (req.pinned_precision is None or r.precision == req.pinned_precision)
+               and (req.min_rank is None or r.quality_rank >= req.min_rank)]
+    if not precise:
+        have = sorted({r.precision for r in replicas})
+        want = (f"precision {req.pinned_precision}" if req.pinned_precision
+                else f"precision rank >= {req.min_rank}")
+        return RouteDecision(UNSATISFIABLE_PRECISION,
+                             detail=f"no pool serves {want}; pools serve {', '.join(have)}")
+    fitting = [r for r in precise if req.total_tokens <= r.max_context]
+    if not fitting:
+        longest = max(r.max_context for r in precise)
+        return RouteDecision(
+            CONTEXT_TOO_LONG,
+            detail=f"prompt {req.prompt_tokens} + max_tokens {req.max_tokens} = "
+                   f"{req.total_tokens} tokens exceeds the largest context {longest}")
+    room = [r for r in fitting if not r.queue_full]
+    if not room:
+        return RouteDecision(OVERLOADED, detail="every eligible replica's queue is full")
+    return RouteDecision(OK, policy.choose(req, room))

@@ -1,0 +1,65 @@
+"""What `orchestrator simulate` computes: one summary per policy, or a goodput sweep."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.sim.metrics import Summary
+from orchestrator.sim.run import Scenario
+
+
+class PolicyResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str
+    summary: Summary | None = None  # single-rate run
+    goodput_req_s: float | None = None  # sweep
+    goodput_scale: float | None = None
+    sweep: list[dict] | None = None  # [{rate_req_s, attainment, scale}]
+
+
+def simulate_policies(scenario: Scenario, policies: list[str], *, sweep: bool,
+                      rate_scale: float = 1.0, target: float = 0.9,
+                      tick: Callable[[str], None] = lambda _: None) -> list[PolicyResult]:
+    out = []
+    for name in policies:
+        if sweep:
+            g = scenario.goodput(name, target=target)
+            out.append(PolicyResult(
+                policy=name, goodput_req_s=g.goodput_req_s, goodput_scale=g.scale,
+                sweep=[{"rate_req_s": r, "attainment": a, "scale": s} for r, a, s in g.points]))
+        else:
+            out.append(PolicyResult(policy=name, summary=scenario.run(name, rate_scale)))
+        tick(name)
+    return out
+
+
+def plot(results: list[PolicyResult], path: str, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from orchestrator.errors import UserError
+
+        raise UserError("--plot needs matplotlib: pip install 'orchestrator[plot]'") from None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in results:
+        if r.sweep:
+            pts = sorted((p["rate_req_s"], p["attainment"]) for p in r.sweep)
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o",
+                    label=f"{r.policy} (goodput {r.goodput_req_s:.2f} req/s)")
+        elif r.summary:
+            ax.scatter([r.summary.rate_req_s], [100 * r.summary.slo_attainment], label=r.policy)
+    ax.axhline(90, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("offered load (requests/s)")
+    ax.set_ylabel("requests meeting TTFT and TPOT SLO (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
