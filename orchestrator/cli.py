@@ -229,6 +229,87 @@ def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_sc
         _console().print(simulation_view(plan, results, len(reqs), slo_ttft, slo_tpot))
 
 
+@main.command()
+@click.option("--url", required=True, help="Endpoint base URL, e.g. http://127.0.0.1:8000.")
+@click.option("--model", help="Model name to ask for (default: the first the endpoint lists).")
+@click.option("--api-key", envvar="ORCHESTRATOR_API_KEY", help="Bearer key, if the endpoint "
+              "needs one (or ORCHESTRATOR_API_KEY).")
+@click.option("--chat", is_flag=True, help="Use /v1/chat/completions instead of /v1/completions.")
+@click.option("--prompt-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Runs of the seed method; medians are over these.")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Simultaneous requests per run.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="Replay this trace's arrivals and sizes instead of the seed method.")
+@click.option("--rate-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Replay: multiply the trace's arrival rate.")
+@click.option("--requests", "limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Replay: the first N requests of the trace.")
+@click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=1024,
+              show_default=True, help="Replay: cap each prompt (small test models).")
+@click.option("--max-output-tokens", type=click.IntRange(min=1), default=256,
+              show_default=True, help="Replay: cap each output.")
+@click.option("--slo-ttft", type=click.FloatRange(min=0, min_open=True),
+              help="Replay: report the share meeting this TTFT (seconds) and --slo-tpot.")
+@click.option("--slo-tpot", type=click.FloatRange(min=0, min_open=True))
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
+              default=600, show_default=True, help="Per-request timeout, seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@user_errors
+def bench(url, model, api_key, chat, prompt_tokens, max_tokens, runs, concurrency, trace_path,
+          rate_scale, limit, max_prompt_tokens, max_output_tokens, slo_ttft, slo_tpot,
+          timeout_s, as_json):
+    """Measure a live OpenAI-compatible endpoint.
+
+    By default the seed guide's method: a 512-token prompt (calibrated with the server's own
+    token count, its start varied so no prefix cache skips the prefill), 256 output tokens,
+    median of 5 runs. With --trace, an open-loop replay of the trace at --rate-scale.
+    """
+    import asyncio
+
+    from orchestrator.bench import client as bc
+    from orchestrator.bench import report
+
+    if (slo_ttft is None) != (slo_tpot is None):
+        raise UserError("give both --slo-ttft and --slo-tpot, or neither")
+
+    async def go():
+        cl = bc.Client(url, model, api_key, chat, timeout_s)
+        try:
+            name = await cl.resolve_model()
+        except Exception as e:
+            raise UserError(f"cannot reach {url}: {type(e).__name__}: {e}") from None
+        if trace_path:
+            from orchestrator.sim.trace import load_trace, mean_rate, scale_rate
+
+            reqs = scale_rate(load_trace(trace_path, limit), rate_scale)
+            words, got = await bc.calibrate_words(cl, 256)
+            ratio = words / got if got else 1.0
+            samples = await bc.replay(cl, reqs, ratio, max_prompt_tokens, max_output_tokens)
+            return report.replay_result(url, name, samples, mean_rate(reqs), slo_ttft,
+                                        slo_tpot)
+        rounds, measured = await bc.seed_method(cl, prompt_tokens, max_tokens, runs,
+                                                concurrency)
+        return report.seed_result(url, name, rounds, measured, concurrency)
+
+    with _console().status("benchmarking...", spinner="dots") if not as_json else _null():
+        result = asyncio.run(go())
+    if as_json:
+        _echo_json(result.model_dump())
+    else:
+        from orchestrator.views import bench_view
+
+        _console().print(bench_view(result))
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def _override_error(e: ValueError) -> str:
     errors = getattr(e, "errors", None)
     if callable(errors):

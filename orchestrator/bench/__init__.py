@@ -1,0 +1,1 @@
+"""Benchmark client for a live OpenAI-compatible endpoint."""

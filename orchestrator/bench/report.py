@@ -1,0 +1,89 @@
+"""Summaries of benchmark samples: medians for the seed method, percentiles for replay."""
+
+from __future__ import annotations
+
+from collections import Counter
+from statistics import median
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.bench.client import Sample
+from orchestrator.sim.metrics import percentile
+
+
+class BenchResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: str  # seed | replay
+    url: str
+    model: str
+    requests: int
+    errors: int
+    error_kinds: dict[str, int]
+    prompt_tokens: int | None  # measured by the server for the calibrated prompt
+    completion_tokens_median: float | None
+    ttft_s: dict[str, float]  # p50 p90 p99 (seed: p50 is the median of runs)
+    tpot_s: dict[str, float]
+    decode_tok_s_median: float | None  # per stream
+    e2e_tok_s_median: float | None  # per stream
+    aggregate_tok_s_median: float | None  # all streams of a run / its wall time
+    concurrency: int | None = None
+    runs: int | None = None
+    slo_attainment: float | None = None  # replay with SLOs
+    offered_rate_req_s: float | None = None
+
+
+def _pcts(values) -> dict[str, float]:
+    values = [v for v in values if v is not None]
+    return {f"p{q}": percentile(values, q) for q in (50, 90, 99)} if values else {}
+
+
+def _med(values):
+    values = [v for v in values if v is not None]
+    return median(values) if values else None
+
+
+def _errors(samples: list[Sample]) -> tuple[int, dict[str, int]]:
+    bad = [s for s in samples if not s.ok]
+    return len(bad), dict(Counter(s.error or "error" for s in bad))
+
+
+def seed_result(url: str, model: str, rounds: list[list[Sample]], prompt_tokens: int | None,
+                concurrency: int) -> BenchResult:
+    flat = [s for r in rounds for s in r]
+    good = [s for s in flat if s.ok]
+    errors, kinds = _errors(flat)
+    aggregates = []
+    for r in rounds:
+        ok = [s for s in r if s.ok]
+        if ok:
+            wall = max(s.end for s in ok) - min(s.start for s in ok)
+            aggregates.append(sum(s.completion_tokens for s in ok) / wall)
+    return BenchResult(
+        mode="seed", url=url, model=model, requests=len(flat), errors=errors,
+        error_kinds=kinds, prompt_tokens=prompt_tokens,
+        completion_tokens_median=_med([s.completion_tokens for s in good]),
+        ttft_s=_pcts([s.ttft_s for s in good]), tpot_s=_pcts([s.tpot_s for s in good]),
+        decode_tok_s_median=_med([s.decode_tok_s for s in good]),
+        e2e_tok_s_median=_med([s.e2e_tok_s for s in good]),
+        aggregate_tok_s_median=_med(aggregates), concurrency=concurrency, runs=len(rounds))
+
+
+def replay_result(url: str, model: str, samples: list[Sample], offered: float,
+                  slo_ttft: float | None, slo_tpot: float | None) -> BenchResult:
+    good = [s for s in samples if s.ok]
+    errors, kinds = _errors(samples)
+    attain = None
+    if slo_ttft is not None and slo_tpot is not None and samples:
+        attain = sum(1 for s in good if s.ttft_s <= slo_ttft
+                     and (s.tpot_s or 0) <= slo_tpot) / len(samples)
+    wall = (max(s.end for s in good) - min(s.start for s in samples)) if good else None
+    return BenchResult(
+        mode="replay", url=url, model=model, requests=len(samples), errors=errors,
+        error_kinds=kinds, prompt_tokens=None,
+        completion_tokens_median=_med([s.completion_tokens for s in good]),
+        ttft_s=_pcts([s.ttft_s for s in good]), tpot_s=_pcts([s.tpot_s for s in good]),
+        decode_tok_s_median=_med([s.decode_tok_s for s in good]),
+        e2e_tok_s_median=_med([s.e2e_tok_s for s in good]),
+        aggregate_tok_s_median=(sum(s.completion_tokens for s in good) / wall) if wall else None,
+        slo_attainment=attain, offered_rate_req_s=offered)
