@@ -129,10 +129,34 @@ class PlannerSpec(_Spec):
         return None if v is None else [_one_of("backend", b, BACKENDS) for b in v]
 
 
+SOURCE_KINDS = ("gguf", "hf", "awq", "gptq", "imatrix")
+
+
+class ArtifactsSpec(_Spec):
+    store: str | None = Field(
+        None, description="artifact store directory, shared by every node that builds or "
+                          "serves (default: $ORCHESTRATOR_STORE or ~/.cache/orchestrator/"
+                          "artifacts)")
+    sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="where the model's checkpoints are: gguf (a GGUF file to quantize "
+                    "from), hf (a Hugging Face checkpoint directory), awq / gptq "
+                    "(pre-quantized checkpoint directories), imatrix (llama.cpp importance "
+                    "matrix for IQ types)")
+
+    @field_validator("sources")
+    @classmethod
+    def _kinds_known(cls, v):
+        for k in v:
+            _one_of("source kind", k, SOURCE_KINDS)
+        return v
+
+
 class ClusterSpec(_Spec):
     name: str = Field(pattern=_NAME, description="cluster name")
     model: str = Field("llama-3.1-70b", description="model id from the catalog")
     planner: PlannerSpec = Field(default_factory=PlannerSpec)
+    artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
     node_types: list[NodeTypeSpec] = Field(min_length=1)
 
     @field_validator("model")
@@ -213,7 +237,7 @@ def _fields_at(loc: tuple) -> list[str]:
         if isinstance(part, int):
             continue
         ann = model.model_fields[part].annotation
-        for cand in (NodeTypeSpec, PlannerSpec, CPUSpec):
+        for cand in (NodeTypeSpec, PlannerSpec, CPUSpec, ArtifactsSpec):
             if cand is ann or cand in getattr(ann, "__args__", ()):
                 model = cand
                 break

@@ -176,3 +176,46 @@ def bench_view(r) -> Group:
     for kind, n in r.error_kinds.items():
         parts.append(Text(f"error x{n}: {kind}", style="red"))
     return Group(*parts)
+
+
+def build_specs_view(specs, store) -> Group:
+    t = Table(title=f"Build specs (store {store})")
+    for c in ("node type", "backend", "precision", "arch", "TP", "Ray resource", "source",
+              "what"):
+        t.add_column(c, overflow="fold")
+    for s in specs:
+        t.add_row(s.node_type, s.backend, s.precision, s.arch, str(s.tp), s.resource,
+                  f"{s.source_kind}: {s.source or 'NOT SET'}", s.describe())
+    return Group(t)
+
+
+def build_outcomes_view(outcomes) -> Group:
+    t = Table(title="Builds")
+    for c in ("node type", "result", "seconds", "artifact", "built on"):
+        t.add_column(c, overflow="fold")
+    for o in outcomes:
+        result = Text("cache hit" if o.cached else "built", style="green") if o.ok \
+            else Text(f"failed: {o.error}", style="red")
+        t.add_row(o.node_type, result, f"{o.seconds:.1f}", o.path or "-",
+                  f"{o.host or '-'} {(o.node_id or '')[:12]}")
+    return Group(t)
+
+
+def artifacts_view(store, items) -> Group:
+    t = Table(title=f"Artifacts in {store.root}")
+    for c in ("key", "node type", "model", "precision", "backend", "version", "arch",
+              "size", "built"):
+        t.add_column(c, overflow="fold")
+    import time as _time
+
+    for m in items:
+        size = sum(f.bytes for f in m.files.values())
+        t.add_row(m.key, m.node_type, m.model, m.precision, m.backend, m.backend_version,
+                  m.arch, f"{size / 1e6:.1f} MB",
+                  _time.strftime("%Y-%m-%d %H:%M", _time.localtime(m.built_at)))
+    parts: list = [t]
+    leftovers = store.temp_dirs()
+    if leftovers:
+        parts.append(Text(f"{len(leftovers)} leftover(s) of interrupted builds; "
+                          "`orchestrator artifacts gc` removes them", style="yellow"))
+    return Group(*parts)
