@@ -1,0 +1,1 @@
+"""Engines: one interface (base.Engine), one registry (registry.make)."""

@@ -1,0 +1,79 @@
+"""The engine interface every backend implements, and what flows through it."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.errors import OrchestratorError
+
+
+class EngineFault(OrchestratorError):
+    """The engine failed on a request (not the user's fault)."""
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    request_id: str
+    prompt: str | None = None
+    messages: list[dict] | None = None
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Text produced since the last chunk; the last chunk has a finish reason."""
+
+    text: str
+    completion_tokens: int  # so far
+    prompt_tokens: int
+    finish_reason: str | None = None  # stop | length
+
+
+class EngineStats(BaseModel):
+    """What a replica reports for routing (Ray Serve's record_routing_stats)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    running: int = 0
+    waiting: int = 0
+    waiting_prefill_tokens: int = 0
+    waiting_output_tokens: int = 0
+    decode_tokens_left: int = 0
+    running_context_tokens: int = 0
+    kv_used_tokens: int = 0
+    kv_capacity_tokens: int = 0
+    recent_tokens_per_s: float = 0.0
+    prefill_load_tokens_per_s: float = 0.0
+
+
+class Engine(abc.ABC):
+    name = ""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]: ...
+
+    @abc.abstractmethod
+    async def cancel(self, request_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int: ...
+
+    @abc.abstractmethod
+    def render_chat(self, messages: list[dict]) -> str: ...

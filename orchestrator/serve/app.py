@@ -1,0 +1,108 @@
+"""Build the Serve application from a Plan: one pool deployment per node type (replicas
+pinned to that type's GPU groups by placement group), one ingress in front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray import serve
+from ray.serve.config import RequestRouterConfig
+
+from orchestrator.models.backends import BACKENDS
+from orchestrator.models.catalog import get_model
+from orchestrator.planner.plan import NodePlan, Plan
+from orchestrator.serve.ingress import Ingress
+from orchestrator.serve.pool import Pool
+from orchestrator.serve.pool_router import PoolRouter
+
+# llama.cpp allocates its whole context when it loads; cap what one replica reserves.
+LLAMACPP_MAX_CONTEXT = 8192
+ROUTING_STATS_PERIOD_S = 0.5
+
+
+def deployment_name(node_type: str) -> str:
+    return f"pool-{node_type}"
+
+
+def engine_args(n: NodePlan, plan: Plan, engine: str, artifact: str | None,
+                time_scale: float) -> tuple[dict, int]:
+    """The engine's constructor arguments and the context one replica serves."""
+    c = n.choice
+    ctx = c.memory.max_context
+    if engine == "simulated":
+        return ({"speeds": c.speed_model.speeds(), "kv_capacity_tokens": c.memory.kv_tokens,
+                 "max_batch": BACKENDS[c.backend].max_batch, "time_scale": time_scale}, ctx)
+    if artifact is None:
+        raise ValueError(f"{n.node_type}: no built artifact; run orchestrator build")
+    if engine == "llamacpp":
+        ctx = min(ctx, LLAMACPP_MAX_CONTEXT)
+        cores = int(c.replica_resources.get("CPU", 0)) or None
+        return ({"model_path": str(Path(artifact) / "model.gguf"), "n_ctx": ctx,
+                 "n_threads": cores, "n_gpu_layers": 0 if "GPU" not in c.replica_resources
+                 else -1, "chat_template": get_model(plan.model).chat_template}, ctx)
+    if engine == "vllm":
+        import json
+
+        rec = json.loads((Path(artifact) / "vllm.json").read_text())
+        return ({"model": rec["model"], "tensor_parallel_size": rec["tensor_parallel_size"],
+                 "dtype": rec["dtype"], "quantization": rec.get("quantization"),
+                 "max_model_len": rec.get("max_model_len"),
+                 "chat_template": get_model(plan.model).chat_template}, ctx)
+    return ({"artifact_dir": artifact, "tensor_parallel_size": c.gpus_per_replica}, ctx)
+
+
+def placement(n: NodePlan, engine: str) -> tuple[dict, list[dict]]:
+    """Actor options and placement-group bundles for one replica of this pool."""
+    c = n.choice
+    res = dict(c.replica_resources)
+    gpus = res.pop("GPU", 0.0)
+    cpus = res.pop("CPU", 1.0)
+    if engine == "simulated":
+        gpus, cpus = 0.0, 0.0  # a timing model holds no device; the group resource still pins it
+    first = {"CPU": cpus, **res}
+    actor_gpus = gpus
+    extra: list[dict] = []
+    if engine == "vllm" and gpus > 1:
+        # vLLM's tensor-parallel workers are Ray actors in this placement group, one GPU each
+        extra = [{"GPU": 1.0} for _ in range(int(gpus))]
+        actor_gpus = 0.0
+    elif gpus:
+        first["GPU"] = gpus
+    actor = {"num_cpus": cpus, "num_gpus": actor_gpus, "resources": res}
+    return actor, [first, *extra]
+
+
+def build_app(plan: Plan, *, model_name: str, artifacts: dict[str, str] | None = None,
+              engine: str | None = None, policy: str | None = None,
+              slo_ttft_s: float = 2.0, slo_tpot_s: float = 0.1, max_waiting: int = 64,
+              time_scale: float = 1.0):
+    artifacts = artifacts or {}
+    handles, facts = {}, {}
+    for n in plan.pools():
+        c = n.choice
+        eng = engine or c.backend
+        args, ctx = engine_args(n, plan, eng, artifacts.get(n.node_type), time_scale)
+        dep = deployment_name(n.node_type)
+        actor, bundles = placement(n, eng)
+        max_batch = BACKENDS[c.backend].max_batch
+        config = {"pool": n.node_type, "precision": c.precision, "engine": eng,
+                  "engine_args": args, "max_context": ctx}
+        handles[dep] = serve.deployment(Pool).options(
+            name=dep, num_replicas=n.replicas, ray_actor_options=actor,
+            placement_group_bundles=bundles, placement_group_strategy="STRICT_PACK",
+            max_ongoing_requests=max_batch + max_waiting,
+            request_router_config=RequestRouterConfig(
+                request_router_class=PoolRouter,
+                request_routing_stats_period_s=ROUTING_STATS_PERIOD_S),
+        ).bind(config)
+        facts[dep] = {"pool": n.node_type, "precision": c.precision,
+                      "quality_rank": c.quality_rank,
+                      "speeds": c.speed_model.model_dump(), "max_batch": max_batch,
+                      "kv_tokens": c.memory.kv_tokens, "max_context": ctx,
+                      "chunked": c.perf.chunked_prefill,
+                      "capacity_tokens_per_s": c.perf.batched_tokens_per_s,
+                      "max_waiting": max_waiting}
+    config = {"model_name": model_name, "pools": facts, "slo_ttft_s": slo_ttft_s,
+              "slo_tpot_s": slo_tpot_s, **({"policy": policy} if policy else {})}
+    return serve.deployment(Ingress).options(
+        name="ingress", ray_actor_options={"num_cpus": 0}).bind(config, handles)

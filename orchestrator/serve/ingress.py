@@ -1,0 +1,327 @@
+"""The one OpenAI-compatible endpoint: routes each request to a pool replica with the
+project's routing policy, streams the answer back, and counts everything for /metrics.
+
+(No `from __future__ import annotations` here: FastAPI must see the real `Request` type
+on the methods Serve wraps.)"""
+
+import asyncio
+import time
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest)
+from pydantic import ValidationError
+from ray import serve
+
+from orchestrator.models.precision import PRECISIONS
+from orchestrator.planner.performance import Speeds
+from orchestrator.router import policies
+from orchestrator.router.context import ReplicaView, RouteRequest
+from orchestrator.router.ledger import Ledger
+from orchestrator.router.route import (CONTEXT_TOO_LONG, OK, OVERLOADED,
+                                       UNSATISFIABLE_PRECISION, route)
+from orchestrator.serve import openai_api as oa
+from orchestrator.serve.pool import ContextTooLong
+from orchestrator.serve.pool_router import registry
+
+CHARS_PER_TOKEN = 4.0  # routing estimate only; the pool counts exactly before it generates
+DEFAULT_MAX_TOKENS = 256
+
+app = FastAPI(title="orchestrator", description="One OpenAI-compatible endpoint over "
+              "pools of unequal GPU machines.")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str, param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        self.status, self.body = status, oa.error_body(message, type_, param, code)
+        self.headers = headers or {}
+
+
+@app.exception_handler(ApiError)
+async def _api_error(_, e: ApiError):
+    return JSONResponse(e.body, status_code=e.status, headers=e.headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(_, e: RequestValidationError):
+    err = e.errors()[0]
+    field = ".".join(str(p) for p in err["loc"] if p != "body") or None
+    return JSONResponse(oa.error_body(f"{field}: {err['msg']}" if field else err["msg"],
+                                      "invalid_request_error", field),
+                        status_code=400)
+
+
+def _metrics(registry: CollectorRegistry):
+    return {
+        "requests": Counter("orchestrator_requests", "Requests by pool and status",
+                            ["pool", "status"], registry=registry),
+        "errors": Counter("orchestrator_errors", "Errors by kind", ["pool", "kind"],
+                          registry=registry),
+        "ttft": Histogram("orchestrator_ttft_seconds", "Time to first token", ["pool"],
+                          registry=registry,
+                          buckets=(.05, .1, .25, .5, 1, 2, 4, 8, 16, 32, 64)),
+        "tpot": Histogram("orchestrator_tpot_seconds", "Time per output token", ["pool"],
+                          registry=registry,
+                          buckets=(.005, .01, .02, .04, .06, .1, .15, .25, .5, 1)),
+        "tokens": Counter("orchestrator_tokens", "Tokens by pool and kind", ["pool", "kind"],
+                          registry=registry),
+        "queue": Gauge("orchestrator_queue_depth", "Requests waiting for a first token",
+                       ["pool"], registry=registry),
+        "running": Gauge("orchestrator_running", "Requests producing tokens", ["pool"],
+                         registry=registry),
+    }
+
+
+def _usage(last: dict | None) -> dict:
+    p = (last or {}).get("prompt_tokens", 0)
+    c = (last or {}).get("completion_tokens", 0)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+# Everything the class uses must be defined above it: serve.ingress serializes the class
+# with the module globals that exist when the decorator runs.
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, config: dict, pools: dict):
+        self.config = config
+        self.name = config["model_name"]
+        self.pools = config["pools"]  # deployment name -> static facts from the plan
+        self.handles = pools  # deployment name -> DeploymentHandle
+        self.policy = policies.make(config.get("policy", policies.DEFAULT_POLICY))
+        self.ledger = Ledger()
+        self.registry = CollectorRegistry()
+        self.m = _metrics(self.registry)
+        self.retries = config.get("retries", 2)
+
+    async def _ensure_routers(self):
+        # A handle's router learns its replicas only once the handle is used: ask each pool
+        # that has none listed yet something cheap.
+        cold = [h for dep, h in self.handles.items() if not registry().get(dep)]
+        if cold:
+            await asyncio.gather(*(asyncio.wait_for(h.info.remote(), 5) for h in cold),
+                                 return_exceptions=True)
+
+    # -- replicas and routing -------------------------------------------------------------
+    async def _views(self) -> list[ReplicaView]:
+        await self._ensure_routers()
+        static = {}
+        for dep, facts in self.pools.items():
+            for rid, info in registry().get(dep, {}).items():
+                static[rid] = ReplicaView(
+                    id=rid, pool=dep, precision=facts["precision"],
+                    quality_rank=facts["quality_rank"], speeds=Speeds(**facts["speeds"]),
+                    max_batch=facts["max_batch"], kv_capacity_tokens=facts["kv_tokens"],
+                    max_context=facts["max_context"], chunked_prefill=facts["chunked"],
+                    capacity_tokens_per_s=facts["capacity_tokens_per_s"],
+                    max_waiting=facts["max_waiting"])
+                self.ledger.report(rid, info.get("stats") or {})
+        self.ledger.sync(static)
+        return self.ledger.views()
+
+    def _model(self, model: str) -> Optional[str]:
+        base, _, pin = model.partition(":")
+        valid = self._model_names()
+        if base != self.name or (pin and model not in valid):
+            raise ApiError(404, f"model {model!r} does not exist; valid: {', '.join(valid)}",
+                           "invalid_request_error", "model", "model_not_found")
+        return pin or None
+
+    def _model_names(self) -> list[str]:
+        precisions = sorted({f["precision"] for f in self.pools.values()},
+                            key=lambda p: -PRECISIONS[p].rank)
+        return [self.name] + [f"{self.name}:{p}" for p in precisions]
+
+    def _floor(self, request: Request) -> Optional[int]:
+        value = request.headers.get("x-min-precision")
+        if value is None:
+            return None
+        p = PRECISIONS.get(value.lower())
+        if p is None:
+            raise ApiError(400, f"x-min-precision {value!r} is not a precision; valid: "
+                                f"{', '.join(PRECISIONS)}", "invalid_request_error",
+                           "x-min-precision")
+        return p.rank
+
+    # -- endpoints ----------------------------------------------------------------------
+    @app.get("/health")
+    async def health(self):
+        await self._ensure_routers()
+        counts = {dep: len(registry().get(dep, {})) for dep in self.pools}
+        ok = all(counts.values())
+        return JSONResponse({"status": "ok" if ok else "starting", "replicas": counts},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics(self):
+        views = await self._views()
+        for dep in self.pools:
+            mine = [v for v in views if v.pool == dep]
+            self.m["queue"].labels(dep).set(sum(v.waiting for v in mine))
+            self.m["running"].labels(dep).set(sum(v.running for v in mine))
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(self):
+        return {"object": "list", "data": [
+            {"id": n, "object": "model", "created": 0, "owned_by": "orchestrator"}
+            for n in self._model_names()]}
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request):
+        return await self._serve(request, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        return await self._serve(request, chat=True)
+
+    # -- the request path ---------------------------------------------------------------
+    async def _parse(self, request: Request, chat: bool):
+        try:
+            raw = await request.json()
+        except Exception:
+            raise ApiError(400, "the body is not valid JSON", "invalid_request_error") from None
+        if not isinstance(raw, dict):
+            raise ApiError(400, "the body must be a JSON object", "invalid_request_error")
+        try:
+            return (oa.ChatRequest if chat else oa.CompletionRequest).model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or None
+            raise ApiError(400, f"{field}: {err['msg']}", "invalid_request_error",
+                           field) from None
+
+    async def _serve(self, request: Request, chat: bool):
+        body = await self._parse(request, chat)
+        pin = self._model(body.model)
+        floor = self._floor(request)
+        max_tokens = body.output_limit(DEFAULT_MAX_TOKENS)
+        text = (" ".join(m.content for m in body.messages) if chat else body.prompt)
+        rr = RouteRequest(max(1, round(len(text) / CHARS_PER_TOKEN)), max_tokens,
+                          pinned_precision=pin, min_rank=floor,
+                          slo_ttft_s=self.config.get("slo_ttft_s", 2.0),
+                          slo_tpot_s=self.config.get("slo_tpot_s", 0.1))
+        rid = oa.new_id(chat)
+        payload = {"request_id": rid, "max_tokens": max_tokens,
+                   "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop,
+                   "seed": body.seed}
+        if chat:
+            payload["messages"] = [m.model_dump() for m in body.messages]
+        else:
+            payload["prompt"] = body.prompt
+        stream, first, dep, t0 = await self._start(rr, payload)
+        headers = {"x-orchestrator-pool": dep,
+                   "x-orchestrator-precision": self.pools[dep]["precision"]}
+        if body.stream:
+            return StreamingResponse(self._sse(chat, rid, body.model, stream, first, dep, t0),
+                                     media_type="text/event-stream", headers=headers)
+        return JSONResponse(await self._collect(chat, rid, body.model, stream, first, dep, t0),
+                            headers=headers)
+
+    async def _start(self, rr: RouteRequest, payload: dict):
+        """Route, dispatch and wait for the first chunk, retrying on another replica when
+        one fails before producing anything."""
+        tried: set[str] = set()
+        last_error = None
+        for _ in range(self.retries + 1):
+            views = [v for v in await self._views() if v.id not in tried]
+            if not views and tried:
+                break
+            d = route(self.policy, rr, views)
+            if d.outcome != OK:
+                raise self._route_error(d)
+            target = d.replica
+            dep = target.pool
+            self.ledger.dispatched(payload["request_id"], target.id, rr.prompt_tokens,
+                                   rr.max_tokens)
+            t0 = time.monotonic()
+            gen = self.handles[dep].options(stream=True).generate.remote(
+                {**payload, "target_replica": target.id})
+            try:
+                first = await gen.__anext__()
+            except ContextTooLong as e:
+                self.ledger.finished(payload["request_id"])
+                raise ApiError(400, str(e), "invalid_request_error", "max_tokens",
+                               "context_length_exceeded") from None
+            except StopAsyncIteration:
+                first = None
+            except Exception as e:  # the replica failed before the first token: retry
+                self.ledger.finished(payload["request_id"])
+                self.m["errors"].labels(dep, "replica_failed_before_first_token").inc()
+                tried.add(target.id)
+                last_error = e
+                continue
+            self.ledger.token(payload["request_id"])
+            self.m["ttft"].labels(dep).observe(time.monotonic() - t0)
+            return gen, first, dep, t0
+        self.m["errors"].labels("-", "no_replica").inc()
+        raise ApiError(503, f"no replica could serve the request ({type(last_error).__name__}"
+                            f": {last_error}); retry shortly", "server_error",
+                       headers={"Retry-After": "1"})
+
+    def _route_error(self, d) -> ApiError:
+        if d.outcome == UNSATISFIABLE_PRECISION:
+            return ApiError(422, d.detail, "invalid_request_error", "model",
+                            "precision_unavailable")
+        if d.outcome == CONTEXT_TOO_LONG:
+            return ApiError(400, d.detail, "invalid_request_error", "max_tokens",
+                            "context_length_exceeded")
+        if d.outcome == OVERLOADED:
+            self.m["errors"].labels("-", "overloaded").inc()
+            return ApiError(429, "every eligible pool is full; retry later",
+                            "rate_limit_error", None, "overloaded", {"Retry-After": "1"})
+        return ApiError(503, d.detail or "no replica is ready yet", "server_error",
+                        headers={"Retry-After": "2"})
+
+    async def _chunks(self, stream, first, rid: str, dep: str, t0: float):
+        """The first chunk, then the rest; keeps the ledger and the metrics."""
+        last = first
+        try:
+            if first is not None:
+                yield first
+            async for c in stream:
+                self.ledger.token(rid)
+                last = c
+                yield c
+            status = "ok"
+        except Exception:
+            status = "failed_mid_stream"
+            raise
+        finally:
+            self.ledger.finished(rid)
+            self.m["requests"].labels(dep, status if last else "empty").inc()
+            if last is not None:
+                n = last["completion_tokens"]
+                self.m["tokens"].labels(dep, "prompt").inc(last["prompt_tokens"])
+                self.m["tokens"].labels(dep, "completion").inc(n)
+                if n > 1:
+                    self.m["tpot"].labels(dep).observe(
+                        (time.monotonic() - t0) / max(n - 1, 1))
+
+    async def _collect(self, chat, rid, model, stream, first, dep, t0) -> dict:
+        text, last = [], None
+        async for c in self._chunks(stream, first, rid, dep, t0):
+            text.append(c["text"])
+            last = c
+        finish = (last or {}).get("finish_reason") or "stop"
+        return oa.full_response(chat, rid, model, "".join(text), finish, _usage(last))
+
+    async def _sse(self, chat, rid, model, stream, first, dep, t0):
+        last, opened = None, False
+        try:
+            async for c in self._chunks(stream, first, rid, dep, t0):
+                last = c
+                if c["text"] or not opened:
+                    yield oa.sse(oa.chunk(chat, rid, model, c["text"], None, first=not opened))
+                    opened = True
+            yield oa.sse(oa.chunk(chat, rid, model, None,
+                                  (last or {}).get("finish_reason") or "stop"))
+            yield oa.sse(oa.usage_chunk(chat, rid, model, _usage(last)))
+        except Exception as e:  # after the first token: an error event, never a hang
+            self.m["errors"].labels(dep, "failed_mid_stream").inc()
+            yield oa.sse(oa.error_body(f"the replica failed mid-stream: {type(e).__name__}",
+                                       "server_error", code="replica_failed"))
+        yield oa.sse("[DONE]")

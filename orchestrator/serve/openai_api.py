@@ -1,0 +1,124 @@
+"""OpenAI request and response shapes (the subset we serve), and OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_STOP = 4
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _parts(cls, v):
+        # OpenAI allows a list of content parts; we serve text parts.
+        if isinstance(v, list):
+            texts = [p.get("text") for p in v if isinstance(p, dict) and p.get("type") == "text"]
+            if len(texts) != len(v):
+                raise ValueError("only text content parts are supported")
+            return "".join(texts)
+        return v
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class _Common(BaseModel):
+    # Unknown fields are ignored, as OpenAI's clients send many we have no use for.
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v):
+        if isinstance(v, str):
+            v = [v]
+        if v is not None and (len(v) > MAX_STOP or any(not s for s in v)):
+            raise ValueError(f"at most {MAX_STOP} non-empty stop sequences")
+        return v
+
+    def output_limit(self, default: int) -> int:
+        return self.max_completion_tokens or self.max_tokens or default
+
+
+class CompletionRequest(_Common):
+    prompt: str = Field(min_length=1)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, v):
+        if isinstance(v, list):
+            if len(v) == 1 and isinstance(v[0], str):
+                return v[0]
+            raise ValueError("a single prompt string is supported")
+        return v
+
+
+class ChatRequest(_Common):
+    messages: list[Message] = Field(min_length=1)
+
+
+def error_body(message: str, type_: str, param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def new_id(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+def chunk(chat: bool, rid: str, model: str, text: str | None, finish: str | None,
+          first: bool = False) -> dict:
+    if chat:
+        delta = {"content": text} if text else {}
+        if first:
+            delta = {"role": "assistant", "content": text or ""}
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        obj = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        obj = "text_completion"
+    return {"id": rid, "object": obj, "created": int(time.time()), "model": model,
+            "choices": [choice]}
+
+
+def usage_chunk(chat: bool, rid: str, model: str, usage: dict) -> dict:
+    return {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "choices": [], "usage": usage}
+
+
+def full_response(chat: bool, rid: str, model: str, text: str, finish: str,
+                  usage: dict) -> dict:
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "logprobs": None, "finish_reason": finish}
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        obj = "text_completion"
+    return {"id": rid, "object": obj, "created": int(time.time()), "model": model,
+            "choices": [choice], "usage": usage}
+
+
+def sse(data: dict | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
