@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -437,6 +438,132 @@ def artifacts_gc(store, dry_run):
         click.echo(("would remove " if dry_run else "removed ") + str(p))
     if not removed:
         click.echo("nothing to remove")
+
+
+@main.command()
+@click.argument("cluster_path", metavar="CLUSTER.yaml", type=click.Path(dir_okay=False))
+@click.option("--address", help="Existing Ray cluster (auto, ray://host:10001, host:6379); "
+                                "default: start a local one for this spec.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the endpoint binds; 0.0.0.0 exposes it to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--model", help="Model id (default: the spec's).")
+@click.option("--name", "public_name", help="Public model name (default: the model id).")
+@click.option("--policy", help="Routing policy (default: slo_aware).")
+@click.option("--simulated-engines", is_flag=True,
+              help="Replace every engine by the simulated engine (a timing model, for "
+                   "emulated clusters; answers are placeholder tokens).")
+@click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
+              help="Seconds to wait for every pool to be ready.")
+@click.option("--sample", is_flag=True, help="Send one completion with the openai client.")
+@user_errors
+def up(cluster_path, address, host, port, model, public_name, policy, simulated_engines,
+       timeout_s, sample):
+    """Plan, build what the backends need, and serve one OpenAI endpoint over all pools.
+
+    Without --address this starts a local Ray cluster in which this machine stands in for
+    the spec's CPU node types and the GPU groups it has; `orchestrator down` stops it.
+    """
+    from orchestrator.build.local import local_resources
+    from orchestrator.build.runner import run_builds
+    from orchestrator.build.spec import build_specs, default_store
+    from orchestrator.config import load_cluster_spec
+    from orchestrator.hardware.discovery import discover
+    from orchestrator.planner.select import plan_cluster, require_feasible
+    from orchestrator.router.policies import make as make_policy
+    from orchestrator.serve import lifecycle
+
+    if policy:
+        make_policy(policy)
+    spec = load_cluster_spec(cluster_path)
+    plan = require_feasible(plan_cluster(spec, model=model))
+    con = _console()
+    started = False
+    if not address:
+        inv = discover()
+        con.print(f"starting a local Ray cluster for {spec.name!r}")
+        lifecycle.start_local_ray(os.cpu_count() or 1, len(inv.gpus),
+                                  local_resources(spec, inv))
+        started = True
+    lifecycle.save_state({"address": address, "started_ray": started, "host": host,
+                          "port": port, "cluster": str(cluster_path)})
+    lifecycle.connect(address)
+    artifacts = {}
+    if not simulated_engines:
+        specs = build_specs(plan, spec)
+        with con.status("building artifacts (cached after the first time)..."):
+            outcomes = run_builds(specs, default_store(spec))
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            raise click.ClickException("builds failed: " + "; ".join(
+                f"{o.node_type}: {o.error}" for o in failed))
+        artifacts = {o.node_type: o.path for o in outcomes}
+    from orchestrator.serve.app import build_app
+
+    app = build_app(plan, model_name=public_name or plan.model, artifacts=artifacts,
+                    engine="simulated" if simulated_engines else None, policy=policy)
+    lifecycle.deploy(app, host, port)
+    base = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    with con.status("waiting for every pool to be ready...") as st:
+        health = lifecycle.wait_healthy(base, timeout_s,
+                                        lambda b: st.update(f"waiting for pools: {b}"))
+    con.print(f"[bold green]serving {public_name or plan.model}[/] at {base}/v1 "
+              f"({', '.join(f'{k}: {v} replica(s)' for k, v in health['replicas'].items())})")
+    if sample:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=f"{base}/v1", api_key="none")
+        prompt = "The three most useful things to know about GPUs are"
+        r = client.completions.create(model=public_name or plan.model, prompt=prompt,
+                                      max_tokens=32, temperature=0)
+        con.print(f"sample completion (openai client): [italic]{prompt}[/]"
+                  f"{r.choices[0].text!r} ({r.usage.completion_tokens} tokens)")
+    con.print(f"try: curl {base}/v1/completions -H 'content-type: application/json' "
+              f"-d '{{\"model\": \"{public_name or plan.model}\", \"prompt\": "
+              f"\"Hello\", \"max_tokens\": 16}}'")
+    con.print("status: orchestrator status    stop: orchestrator down")
+
+
+@main.command()
+@click.option("--address", help="Ray cluster (default: the one `up` used).")
+@click.option("--url", help="Endpoint (default: the one `up` started).")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def status(address, url, as_json):
+    """Pools, replicas, nodes, queue and tokens/s of the running service."""
+    from orchestrator.serve import lifecycle
+
+    state = lifecycle.load_state()
+    try:
+        lifecycle.connect(address or state.get("address"))
+    except Exception as e:
+        raise UserError(f"no Ray cluster to ask ({e}); start one with `orchestrator up`") \
+            from None
+    serve_st = lifecycle.serve_status()
+    base = url or f"http://{state.get('host', '127.0.0.1')}:{state.get('port', 8000)}"
+    if base.startswith("http://0.0.0.0"):
+        base = base.replace("0.0.0.0", "127.0.0.1")
+    try:
+        code, pools = lifecycle.http_get(f"{base}/status")
+    except OSError as e:
+        code, pools = 0, {"error": str(e)}
+    if as_json:
+        _echo_json({"serve": serve_st, "endpoint": base, "pools": pools})
+        return
+    from orchestrator.views import status_view
+
+    _console().print(status_view(serve_st, base, pools if code == 200 else {}))
+
+
+@main.command()
+@click.option("--address", help="Ray cluster (default: the one `up` used).")
+@user_errors
+def down(address):
+    """Remove the service, and stop the local Ray cluster if `up` started it."""
+    from orchestrator.serve import lifecycle
+
+    for line in lifecycle.take_down(address):
+        click.echo(line)
 
 
 def _override_error(e: ValueError) -> str:

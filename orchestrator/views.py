@@ -219,3 +219,22 @@ def artifacts_view(store, items) -> Group:
         parts.append(Text(f"{len(leftovers)} leftover(s) of interrupted builds; "
                           "`orchestrator artifacts gc` removes them", style="yellow"))
     return Group(*parts)
+
+
+def status_view(serve_st: dict, base: str, pools: dict) -> Group:
+    parts: list = [Text(f"application: {serve_st['status']}  endpoint: {base}/v1",
+                        style="bold")]
+    t = Table(title="Pools")
+    for c in ("deployment", "precision", "status", "replicas", "nodes", "waiting", "running",
+              "tok/s"):
+        t.add_column(c, overflow="fold")
+    for name, d in serve_st["deployments"].items():
+        p = pools.get(name, {})
+        reps = p.get("replicas", [])
+        t.add_row(name, p.get("precision", "-"), d["status"],
+                  ", ".join(f"{k} {v}" for k, v in d["replicas"].items()) or "-",
+                  ", ".join(sorted({(r.get("node_id") or "?")[:8] for r in reps})) or "-",
+                  str(sum(r["waiting"] for r in reps)), str(sum(r["running"] for r in reps)),
+                  f"{sum(r['tokens_per_s'] for r in reps):.1f}")
+    parts.append(t)
+    return Group(*parts)

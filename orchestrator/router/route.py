@@ -32,8 +32,10 @@ def route(policy: Policy, req: RouteRequest, replicas: Sequence[ReplicaView]) ->
                and (req.min_rank is None or r.quality_rank >= req.min_rank)]
     if not precise:
         have = sorted({r.precision for r in replicas})
-        want = (f"precision {req.pinned_precision}" if req.pinned_precision
-                else f"precision rank >= {req.min_rank}")
+        parts = ([f"precision {req.pinned_precision}"] if req.pinned_precision else []) + (
+            [f"quality rank >= {req.min_rank} (the precision floor)"]
+            if req.min_rank is not None else [])
+        want = " with ".join(parts)
         return RouteDecision(UNSATISFIABLE_PRECISION,
                              detail=f"no pool serves {want}; pools serve {', '.join(have)}")
     fitting = [r for r in precise if req.total_tokens <= r.max_context]

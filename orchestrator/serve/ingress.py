@@ -125,7 +125,8 @@ class Ingress:
     def _model(self, model: str) -> Optional[str]:
         base, _, pin = model.partition(":")
         valid = self._model_names()
-        if base != self.name or (pin and model not in valid):
+        pin = pin.lower()
+        if base != self.name or (pin and pin not in PRECISIONS):
             raise ApiError(404, f"model {model!r} does not exist; valid: {', '.join(valid)}",
                            "invalid_request_error", "model", "model_not_found")
         return pin or None
@@ -154,6 +155,24 @@ class Ingress:
         ok = all(counts.values())
         return JSONResponse({"status": "ok" if ok else "starting", "replicas": counts},
                             status_code=200 if ok else 503)
+
+    @app.get("/status")
+    async def status(self):
+        """Per pool: replicas and their nodes, queue, running, measured tokens/s."""
+        views = {v.id: v for v in await self._views()}
+        out = {}
+        for dep, facts in self.pools.items():
+            reps = registry().get(dep, {})
+            out[dep] = {
+                "pool": facts["pool"], "precision": facts["precision"],
+                "replicas": [{"id": rid, "node_id": info.get("node_id"),
+                              "pid": (info.get("stats") or {}).get("pid"),
+                              "waiting": views[rid].waiting if rid in views else 0,
+                              "running": views[rid].running if rid in views else 0,
+                              "tokens_per_s": (info.get("stats") or {}).get(
+                                  "recent_tokens_per_s", 0.0)}
+                             for rid, info in reps.items()]}
+        return out
 
     @app.get("/metrics")
     async def metrics(self):
@@ -212,14 +231,29 @@ class Ingress:
             payload["messages"] = [m.model_dump() for m in body.messages]
         else:
             payload["prompt"] = body.prompt
-        stream, first, dep, t0 = await self._start(rr, payload)
-        headers = {"x-orchestrator-pool": dep,
-                   "x-orchestrator-precision": self.pools[dep]["precision"]}
         if body.stream:
+            stream, first, dep, t0 = await self._start(rr, payload)
             return StreamingResponse(self._sse(chat, rid, body.model, stream, first, dep, t0),
-                                     media_type="text/event-stream", headers=headers)
-        return JSONResponse(await self._collect(chat, rid, body.model, stream, first, dep, t0),
-                            headers=headers)
+                                     media_type="text/event-stream", headers=self._headers(dep))
+        # Nothing has reached a non-streaming client until the answer is complete, so a
+        # replica lost mid-answer is retried from the start on another one.
+        for attempt in range(self.retries + 1):
+            stream, first, dep, t0 = await self._start(rr, payload)
+            try:
+                answer = await self._collect(chat, rid, body.model, stream, first, dep, t0)
+                return JSONResponse(answer, headers=self._headers(dep))
+            except ApiError:
+                raise
+            except Exception as e:
+                self.m["errors"].labels(dep, "replica_failed_mid_answer").inc()
+                last = e
+        raise ApiError(503, f"the answer failed on {self.retries + 1} replicas "
+                            f"({type(last).__name__}); retry shortly", "server_error",
+                       headers={"Retry-After": "1"})
+
+    def _headers(self, dep: str) -> dict:
+        return {"x-orchestrator-pool": dep,
+                "x-orchestrator-precision": self.pools[dep]["precision"]}
 
     async def _start(self, rr: RouteRequest, payload: dict):
         """Route, dispatch and wait for the first chunk, retrying on another replica when

@@ -59,7 +59,8 @@ class Pool:
     async def record_routing_stats(self) -> dict:
         """Called by Serve every request_routing_stats_period_s; reaches the router."""
         stats = self.engine.stats().model_dump() if self.started else {}
-        return {**stats, "node_id": self.node_id, "pool": self.config["pool"]}
+        return {**stats, "node_id": self.node_id, "pool": self.config["pool"],
+                "pid": os.getpid()}
 
     async def info(self) -> dict:
         return {"node_id": self.node_id, "pool": self.config["pool"],

@@ -1,0 +1,143 @@
+"""Bring the service up on a Ray cluster (a local one, started here, by default), report
+its status, and take it down."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from orchestrator.errors import OrchestratorError, UserError
+
+APP_NAME = "orchestrator"
+STATE = Path(os.environ.get("ORCHESTRATOR_STATE_DIR", Path.home() / ".cache/orchestrator")) \
+    / "state.json"
+
+
+def save_state(data: dict) -> None:
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    STATE.write_text(json.dumps(data, indent=2))
+
+
+def load_state() -> dict:
+    try:
+        return json.loads(STATE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _ray_bin() -> str:
+    exe = Path(sys.executable).with_name("ray")
+    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
+
+
+def start_local_ray(num_cpus: int, num_gpus: int, resources: dict[str, float]) -> str:
+    """`ray start --head` as a detached local cluster that outlives this command."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [_ray_bin(), "start", "--head", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
+           f"--resources={json.dumps(resources)}", "--include-dashboard=false",
+           "--disable-usage-stats"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise OrchestratorError("ray start failed: " + " | ".join(tail) +
+                                " (a Ray cluster may already run here: `orchestrator down` "
+                                "or `ray stop`)")
+    return "auto"
+
+
+def stop_local_ray() -> None:
+    subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True)
+
+
+def connect(address: str | None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(address=address or "auto", log_to_driver=False,
+                 namespace="orchestrator", logging_level="warning")
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict | str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        body, status = e.read().decode(), e.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
+
+
+def wait_healthy(base_url: str, timeout_s: float, on_wait=lambda body: None) -> dict:
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            status, body = http_get(f"{base_url}/health")
+            if status == 200:
+                return body
+            last = body
+        except OSError as e:
+            last = str(e)
+        on_wait(last)
+        time.sleep(1.0)
+    raise OrchestratorError(f"{base_url} not healthy after {timeout_s:.0f} s: {last}")
+
+
+def deploy(app, host: str, port: int) -> None:
+    from ray import serve
+
+    # Several raylets may share one host (emulated clusters): only the head runs a proxy.
+    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def serve_status() -> dict:
+    from ray import serve
+
+    st = serve.status()
+    app = st.applications.get(APP_NAME)
+    if app is None:
+        raise UserError("nothing is deployed: run `orchestrator up CLUSTER.yaml`")
+    return {"status": _name(app.status), "message": app.message,
+            "deployments": {name: {"status": _name(d.status),
+                                   "replicas": {str(k): v for k, v in d.replica_states.items()},
+                                   "message": d.message}
+                            for name, d in app.deployments.items()}}
+
+
+def _name(enum_or_str) -> str:
+    return str(getattr(enum_or_str, "value", enum_or_str))
+
+
+def take_down(address: str | None) -> list[str]:
+    from ray import serve
+
+    done = []
+    state = load_state()
+    try:
+        connect(address or state.get("address"))
+        serve.shutdown()
+        done.append("serve application removed")
+    except Exception as e:  # nothing running is fine for `down`
+        done.append(f"no serve application to remove ({type(e).__name__})")
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    if state.get("started_ray") and not address:
+        stop_local_ray()
+        done.append("local Ray cluster stopped")
+    if STATE.exists():
+        STATE.unlink()
+    return done

@@ -1,0 +1,58 @@
+"""Deploy the app on a test cluster and talk to it over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deploy(app, port: int, timeout_s: float = 180) -> str:
+    from ray import serve
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    serve.run(app, name="orchestrator", route_prefix="/", blocking=False)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if get(base + "/health")[0] == 200:
+                return base
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{base} not healthy in {timeout_s} s")
+
+
+def get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read().decode()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, _json(e.read()), dict(e.headers)
+
+
+def post(url: str, body, headers: dict | None = None, timeout: float = 120):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, _json(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, _json(e.read()), dict(e.headers)
+
+
+def _json(raw: bytes):
+    try:
+        return json.loads(raw.decode())
+    except ValueError:
+        return raw.decode()

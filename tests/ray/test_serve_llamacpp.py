@@ -1,0 +1,85 @@
+"""The real demo: two llama.cpp pools of Gemma 3 270M (F16 and Q4_K_M, built with
+llama.cpp's quantizer) on two emulated CPU node types, behind one endpoint, spoken to with
+the official openai client."""
+
+import pytest
+
+from orchestrator.build.runner import run_builds
+from orchestrator.build.spec import build_specs
+from orchestrator.config import load_cluster_spec
+from orchestrator.planner.select import plan_cluster
+from orchestrator.serve.app import build_app
+from tests.conftest import CLUSTERS
+from tests.ray.serve_util import deploy, free_port, get
+
+pytestmark = pytest.mark.ray
+
+NODES = {"cpu-quality": {"CPU": 1, "gpu_group:cpu-quality": 1},
+         "cpu-throughput": {"CPU": 1, "gpu_group:cpu-throughput": 1}}
+MODEL = "gemma-3-270m"
+
+
+@pytest.fixture(scope="module")
+def client(ray_cluster, tmp_path_factory):
+    pytest.importorskip("llama_cpp", reason="llamacpp extra not installed")
+    from openai import OpenAI
+    from ray import serve
+
+    spec = load_cluster_spec(CLUSTERS / "local.yaml")
+    plan = plan_cluster(spec)
+    outcomes = run_builds(build_specs(plan, spec), tmp_path_factory.mktemp("store"))
+    assert all(o.ok for o in outcomes), outcomes
+    app = build_app(plan, model_name=MODEL, artifacts={o.node_type: o.path for o in outcomes})
+    base = deploy(app, free_port())
+    yield OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0), base
+    serve.shutdown()
+
+
+def test_completion_and_usage(client):
+    c, _ = client
+    r = c.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8,
+                             temperature=0)
+    assert r.choices[0].finish_reason in ("length", "stop") and r.choices[0].text
+    u = r.usage
+    assert u.completion_tokens <= 8 and u.prompt_tokens > 3
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+
+
+def test_streaming_completion_counts_add_up(client):
+    c, _ = client
+    chunks = list(c.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=10,
+                                       stream=True, stream_options={"include_usage": True}))
+    texts = [ch.choices[0].text for ch in chunks if ch.choices and ch.choices[0].text]
+    usage = [ch.usage for ch in chunks if ch.usage][-1]
+    assert usage.completion_tokens == 10 == len(texts)
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+
+
+def test_chat_streaming_and_not(client):
+    c, _ = client
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    r = c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=6, temperature=0)
+    assert r.choices[0].message.role == "assistant" and r.usage.completion_tokens <= 6
+    chunks = list(c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=6,
+                                            temperature=0, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) \
+        == r.choices[0].message.content
+
+
+def test_stop_and_pinned_precisions(client):
+    c, _ = client
+    for precision in ("f16", "q4_k_m"):
+        raw = c.completions.with_raw_response.create(
+            model=f"{MODEL}:{precision}", prompt="1, 2, 3, 4, 5,", max_tokens=30,
+            temperature=0, stop=[" 9"])
+        assert raw.headers["x-orchestrator-precision"] == precision
+        r = raw.parse()
+        assert " 9" not in r.choices[0].text and r.choices[0].finish_reason == "stop"
+
+
+def test_both_pools_report_stats(client):
+    _, base = client
+    status, pools, _ = get(f"{base}/status")
+    assert status == 200
+    assert {p["precision"] for p in pools.values()} == {"f16", "q4_k_m"}
