@@ -1,0 +1,1 @@
+"""Per-node-type engine artifacts: build specs from the plan, builders, the artifact store."""
