@@ -1,0 +1,1 @@
+"""Kubernetes: Helm values for the KubeRay RayService chart, from the Plan."""
