@@ -1,0 +1,46 @@
+"""The serveConfigV2 application builder, without starting Ray."""
+
+import json
+
+import pytest
+
+from orchestrator.build.store import ArtifactStore, FileEntry, Manifest
+from orchestrator.config import load_cluster_spec
+from orchestrator.k8s.values import compact_plan, helm_values
+from orchestrator.planner.select import plan_cluster
+from orchestrator.serve import entry
+from tests.conftest import CLUSTERS
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_cluster(load_cluster_spec(CLUSTERS / "local.yaml"))
+
+
+def _artifact(store, key, node_type, precision, built_at):
+    tmp = store.new_tmp(key)
+    (tmp / "model.gguf").write_bytes(b"x")
+    store.commit(tmp, Manifest(
+        key=key, inputs={}, node_type=node_type, backend="llamacpp", backend_version="1",
+        arch="cpu", precision=precision, model="gemma-3-270m",
+        files={"model.gguf": FileEntry(sha256="0" * 64, bytes=1)}, tool_versions={},
+        built_on="h", built_at=built_at, build_seconds=0))
+
+
+def test_newest_matching_artifact_per_pool(plan, tmp_path):
+    store = ArtifactStore(tmp_path)
+    _artifact(store, "old", "cpu-quality", "f16", 1)
+    _artifact(store, "new", "cpu-quality", "f16", 2)
+    _artifact(store, "wrongprec", "cpu-throughput", "f16", 3)
+    _artifact(store, "q4", "cpu-throughput", "q4_k_m", 1)
+    got = entry.newest_artifacts(plan, str(tmp_path))
+    assert got == {"cpu-quality": str(tmp_path / "new"), "cpu-throughput": str(tmp_path / "q4")}
+
+
+def test_app_from_helm_values_plan(plan, tmp_path):
+    values = helm_values(plan, load_cluster_spec(CLUSTERS / "local.yaml"))
+    assert json.loads(values["plan"])["node_types"][0]["rejected"] == []
+    app = entry.app({"plan": values["plan"], "engine": "simulated", "store": str(tmp_path)})
+    assert app is not None
+    with pytest.raises(RuntimeError, match="no built artifact .* cpu-quality, cpu-throughput"):
+        entry.app({"plan": compact_plan(plan).model_dump(), "store": str(tmp_path)})
