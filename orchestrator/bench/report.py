@@ -43,16 +43,22 @@ def _med(values):
     return median(values) if values else None
 
 
-def _errors(samples: list[Sample]) -> tuple[int, dict[str, int]]:
+def _per_request(samples: list[Sample]) -> dict:
+    """The fields both modes compute the same way from their samples."""
+    good = [s for s in samples if s.ok]
     bad = [s for s in samples if not s.ok]
-    return len(bad), dict(Counter(s.error or "error" for s in bad))
+    return dict(
+        requests=len(samples), errors=len(bad),
+        error_kinds=dict(Counter(s.error or "error" for s in bad)),
+        completion_tokens_median=_med([s.completion_tokens for s in good]),
+        ttft_s=_pcts([s.ttft_s for s in good]), tpot_s=_pcts([s.tpot_s for s in good]),
+        decode_tok_s_median=_med([s.decode_tok_s for s in good]),
+        e2e_tok_s_median=_med([s.e2e_tok_s for s in good]))
 
 
 def seed_result(url: str, model: str, rounds: list[list[Sample]], prompt_tokens: int | None,
                 concurrency: int) -> BenchResult:
     flat = [s for r in rounds for s in r]
-    good = [s for s in flat if s.ok]
-    errors, kinds = _errors(flat)
     aggregates = []
     for r in rounds:
         ok = [s for s in r if s.ok]
@@ -60,30 +66,20 @@ def seed_result(url: str, model: str, rounds: list[list[Sample]], prompt_tokens:
             wall = max(s.end for s in ok) - min(s.start for s in ok)
             aggregates.append(sum(s.completion_tokens for s in ok) / wall)
     return BenchResult(
-        mode="seed", url=url, model=model, requests=len(flat), errors=errors,
-        error_kinds=kinds, prompt_tokens=prompt_tokens,
-        completion_tokens_median=_med([s.completion_tokens for s in good]),
-        ttft_s=_pcts([s.ttft_s for s in good]), tpot_s=_pcts([s.tpot_s for s in good]),
-        decode_tok_s_median=_med([s.decode_tok_s for s in good]),
-        e2e_tok_s_median=_med([s.e2e_tok_s for s in good]),
-        aggregate_tok_s_median=_med(aggregates), concurrency=concurrency, runs=len(rounds))
+        mode="seed", url=url, model=model, prompt_tokens=prompt_tokens,
+        aggregate_tok_s_median=_med(aggregates), concurrency=concurrency, runs=len(rounds),
+        **_per_request(flat))
 
 
 def replay_result(url: str, model: str, samples: list[Sample], offered: float,
                   slo_ttft: float | None, slo_tpot: float | None) -> BenchResult:
     good = [s for s in samples if s.ok]
-    errors, kinds = _errors(samples)
     attain = None
     if slo_ttft is not None and slo_tpot is not None and samples:
         attain = sum(1 for s in good if s.ttft_s <= slo_ttft
                      and (s.tpot_s or 0) <= slo_tpot) / len(samples)
     wall = (max(s.end for s in good) - min(s.start for s in samples)) if good else None
     return BenchResult(
-        mode="replay", url=url, model=model, requests=len(samples), errors=errors,
-        error_kinds=kinds, prompt_tokens=None,
-        completion_tokens_median=_med([s.completion_tokens for s in good]),
-        ttft_s=_pcts([s.ttft_s for s in good]), tpot_s=_pcts([s.tpot_s for s in good]),
-        decode_tok_s_median=_med([s.decode_tok_s for s in good]),
-        e2e_tok_s_median=_med([s.e2e_tok_s for s in good]),
+        mode="replay", url=url, model=model, prompt_tokens=None,
         aggregate_tok_s_median=(sum(s.completion_tokens for s in good) / wall) if wall else None,
-        slo_attainment=attain, offered_rate_req_s=offered)
+        slo_attainment=attain, offered_rate_req_s=offered, **_per_request(samples))
