@@ -136,12 +136,26 @@ def test_ingress_and_notes(helm, tmp_path):
     assert out.returncode == 0, out.stderr
     ing = [d for d in docs(out.stdout) if d["kind"] == "Ingress"][0]
     assert ing["spec"]["rules"][0]["host"] == "llm.example.test"
-    notes = subprocess.run([helm, "install", "t", str(CHART), "-f", str(tmp_path / "values.yaml"),
-                            "--dry-run=client", "--generate-name=false"],
-                           capture_output=True, text=True)
-    # NOTES render in a dry-run install without a cluster only for client dry runs
-    if notes.returncode == 0:
-        assert "curl http://llm.example.test/v1/models" in notes.stdout
+    assert ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] \
+        == "t-orchestrator-serve"
+    # helm renders NOTES.txt only on install (which wants a cluster); render a copy of it as
+    # an ordinary template instead, with the same values
+    import shutil
+
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    body = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "_notes_copy.tpl").write_text(
+        '{{- define "notes.copy" -}}\n' + body + '{{- end -}}\n')
+    (chart / "templates" / "notes-copy.yaml").write_text(
+        'notes: {{ include "notes.copy" . | quote }}\n')
+    f = tmp_path / "values.yaml"
+    out = subprocess.run([helm, "template", "t", str(chart), "-f", str(f), "--show-only",
+                          "templates/notes-copy.yaml"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    notes = yaml.safe_load(out.stdout)["notes"]
+    assert "curl http://llm.example.test/v1/models" in notes
+    assert "rtx-3090-x2-nvlink: 2 pod(s), 2 GPU(s) each, awq_int4 on trtllm" in notes
 
 
 @pytest.mark.parametrize("mutate, needle", [
