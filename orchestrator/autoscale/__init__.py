@@ -1,0 +1,1 @@
+"""Autoscaling policies (pure, no Ray)."""

@@ -1,0 +1,77 @@
+"""Autoscaling decisions, table-driven, on the mixed cluster's two pools."""
+
+import pytest
+
+from orchestrator.autoscale.policy import Knobs, PolicyState, PoolLoad, PoolSpec, decide
+
+F16 = PoolSpec("a100", "f16", 100, sequences_per_replica=64, tokens_per_s_per_replica=5000,
+               min_replicas=1, max_replicas=3)
+AWQ = PoolSpec("r3090", "awq_int4", 60, sequences_per_replica=6, tokens_per_s_per_replica=158,
+               min_replicas=1, max_replicas=4)
+SPECS = [F16, AWQ]
+
+
+def run(loads, now=1000.0, state=None, knobs=Knobs()):
+    state = state or PolicyState()
+    return {d.pool: d for d in decide(SPECS, loads, now, state, knobs)}, state
+
+
+@pytest.mark.parametrize("name, loads, want", [
+    ("steady", {"a100": PoolLoad(1, 20, 0), "r3090": PoolLoad(2, 4, 0)}, {"a100": 1, "r3090": 2}),
+    ("burst on pinned F16 traffic grows only F16",
+     {"a100": PoolLoad(1, 64, 60, waiting_pinned=60), "r3090": PoolLoad(2, 4, 0)},
+     {"a100": 3, "r3090": 2}),
+    ("unpinned burst with F16 at its max spills to the 3090 pool",
+     {"a100": PoolLoad(3, 192, 20, waiting_pinned=0), "r3090": PoolLoad(2, 8, 0)},
+     {"a100": 3, "r3090": 4}),
+    ("pool at inventory max is capped",
+     {"a100": PoolLoad(1, 20, 0), "r3090": PoolLoad(4, 24, 40, waiting_pinned=40)},
+     {"a100": 1, "r3090": 4}),
+])
+def test_table(name, loads, want):
+    got, _ = run(loads)
+    assert {k: d.desired for k, d in got.items()} == want, name
+    for d in got.values():
+        assert d.reason
+
+
+def test_cap_reason_names_the_inventory():
+    got, _ = run({"a100": PoolLoad(1, 20, 0), "r3090": PoolLoad(4, 24, 40, waiting_pinned=40)})
+    assert "capped at 4" in got["r3090"].reason
+
+
+def test_idle_shrinks_least_useful_first_after_the_delay():
+    state = PolicyState()
+    idle = {"a100": PoolLoad(3, 0, 0), "r3090": PoolLoad(4, 0, 0)}
+    got, _ = run(idle, now=0, state=state)
+    assert got["a100"].desired == 3 and got["r3090"].desired == 4  # not yet
+    got, _ = run(idle, now=121, state=state)
+    assert got["r3090"].desired == 3 and got["a100"].desired == 3  # the 4-bit pool first
+    got, _ = run({"a100": PoolLoad(3, 0, 0), "r3090": PoolLoad(1, 0, 0)}, now=400, state=state)
+    assert got["r3090"].desired == 1  # never below min
+    assert got["a100"].desired == 2
+
+
+def test_scale_to_zero_only_where_allowed():
+    zero = PoolSpec(**{**AWQ.__dict__, "min_replicas": 0, "scale_to_zero": True})
+    state = PolicyState()
+    loads = {"a100": PoolLoad(1, 0, 0), "r3090": PoolLoad(1, 0, 0)}
+    decide([F16, zero], loads, 0, state)
+    got = {d.pool: d.desired for d in decide([F16, zero], loads, 200, state)}
+    assert got == {"a100": 1, "r3090": 0}
+
+
+def test_flapping_load_does_not_flap_replicas():
+    state = PolicyState()
+    knobs = Knobs()
+    replicas = {"a100": 2, "r3090": 2}
+    history = []
+    for t in range(0, 600, 10):
+        busy = (t // 10) % 2 == 0
+        loads = {"a100": PoolLoad(replicas["a100"], 70 if busy else 5, 0),
+                 "r3090": PoolLoad(replicas["r3090"], 4 if busy else 0, 0)}
+        for d in decide(SPECS, loads, float(t), state, knobs):
+            replicas[d.pool] = d.desired
+        history.append(dict(replicas))
+    changes = sum(1 for a, b in zip(history, history[1:]) if a != b)
+    assert changes <= 2, history
