@@ -43,8 +43,11 @@ def free_port() -> int:
 
 async def http_runs(url, model, runs, conc, salt):
     cl = bc.Client(url, model, None, chat=False, timeout_s=900)
-    await cl.resolve_model()
-    rounds, measured = await bc.seed_method(cl, 512, 256, runs, conc, salt0=salt)
+    try:
+        await cl.resolve_model()
+        rounds, measured = await bc.seed_method(cl, 512, 256, runs, conc, salt0=salt)
+    finally:
+        await cl.close()
     return report.seed_result(url, cl.model, rounds, measured, conc)
 
 

@@ -279,6 +279,12 @@ def bench(url, model, api_key, chat, prompt_tokens, max_tokens, runs, concurrenc
     async def go():
         cl = bc.Client(url, model, api_key, chat, timeout_s)
         try:
+            return await measure(cl)
+        finally:
+            await cl.close()
+
+    async def measure(cl):
+        try:
             name = await cl.resolve_model()
         except Exception as e:
             raise UserError(f"cannot reach {url}: {type(e).__name__}: {e}") from None

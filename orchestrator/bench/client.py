@@ -78,6 +78,9 @@ class Client:
                                max_retries=0)
         self.model, self.chat = model, chat
 
+    async def close(self) -> None:
+        await self.api.close()
+
     async def resolve_model(self) -> str:
         if not self.model:
             models = await self.api.models.list()
