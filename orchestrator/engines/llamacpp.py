@@ -44,9 +44,12 @@ class LlamaCppEngine(Engine):
         def load():
             import llama_cpp
 
+            # Prompt processing gets the same threads as decoding: left unset it takes every
+            # core of the machine, which a replica holding one CPU does not own.
             self.llm = llama_cpp.Llama(
                 model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                n_gpu_layers=self.n_gpu_layers, logits_all=False, verbose=False)
+                n_threads_batch=self.n_threads, n_gpu_layers=self.n_gpu_layers,
+                logits_all=False, verbose=False)
 
         await asyncio.get_running_loop().run_in_executor(self.pool, load)
 
