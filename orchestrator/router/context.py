@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.models.backends import BACKENDS
 from orchestrator.planner.performance import Speeds
+from orchestrator.planner.plan import NodePlan
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,18 @@ class ReplicaView:
     @property
     def queue_full(self) -> bool:
         return self.waiting >= self.max_waiting
+
+
+def view_from_plan(n: NodePlan, replica_id: str, *, max_waiting: int = 256,
+                   max_context: int | None = None) -> ReplicaView:
+    """An idle replica of pool ``n`` as the plan describes it (the simulator's replicas and
+    the live router's alike). ``max_context`` overrides the plan's where the engine serves
+    less (llama.cpp's cap)."""
+    c = n.choice
+    return ReplicaView(
+        id=replica_id, pool=n.node_type, precision=c.precision, quality_rank=c.quality_rank,
+        speeds=c.speed_model.speeds(), max_batch=BACKENDS[c.backend].max_batch,
+        kv_capacity_tokens=c.memory.kv_tokens,
+        max_context=max_context if max_context is not None else c.memory.max_context,
+        chunked_prefill=c.perf.chunked_prefill,
+        capacity_tokens_per_s=c.perf.batched_tokens_per_s, max_waiting=max_waiting)

@@ -96,11 +96,7 @@ def build_app(plan: Plan, *, model_name: str, artifacts: dict[str, str] | None =
                 request_routing_stats_period_s=ROUTING_STATS_PERIOD_S),
         ).bind(config)
         facts[dep] = {"pool": n.node_type, "precision": c.precision,
-                      "quality_rank": c.quality_rank,
-                      "speeds": c.speed_model.model_dump(), "max_batch": max_batch,
-                      "kv_tokens": c.memory.kv_tokens, "max_context": ctx,
-                      "chunked": c.perf.chunked_prefill,
-                      "capacity_tokens_per_s": c.perf.batched_tokens_per_s,
+                      "node_plan": n.model_dump(mode="json"), "max_context": ctx,
                       "max_waiting": max_waiting}
     config = {"model_name": model_name, "pools": facts, "slo_ttft_s": slo_ttft_s,
               "slo_tpot_s": slo_tpot_s, **({"policy": policy} if policy else {})}

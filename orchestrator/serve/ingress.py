@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from ray import serve
 
 from orchestrator.models.precision import PRECISIONS
-from orchestrator.planner.performance import Speeds
+from orchestrator.planner.plan import NodePlan
 from orchestrator.router import policies
-from orchestrator.router.context import ReplicaView, RouteRequest
+from orchestrator.router.context import ReplicaView, RouteRequest, view_from_plan
 from orchestrator.router.ledger import Ledger
 from orchestrator.router.route import (CONTEXT_TOO_LONG, OK, OVERLOADED,
                                        UNSATISFIABLE_PRECISION, route)
@@ -90,6 +90,9 @@ class Ingress:
         self.config = config
         self.name = config["model_name"]
         self.pools = config["pools"]  # deployment name -> static facts from the plan
+        self.node_plans = {dep: NodePlan.model_validate(f["node_plan"])
+                           for dep, f in self.pools.items()}
+        self.templates: dict[str, ReplicaView] = {}  # replica id -> idle view, built once
         self.handles = pools  # deployment name -> DeploymentHandle
         self.policy = policies.make(config.get("policy", policies.DEFAULT_POLICY))
         self.ledger = Ledger()
@@ -111,14 +114,16 @@ class Ingress:
         static = {}
         for dep, facts in self.pools.items():
             for rid, info in registry().get(dep, {}).items():
-                static[rid] = ReplicaView(
-                    id=rid, pool=dep, precision=facts["precision"],
-                    quality_rank=facts["quality_rank"], speeds=Speeds(**facts["speeds"]),
-                    max_batch=facts["max_batch"], kv_capacity_tokens=facts["kv_tokens"],
-                    max_context=facts["max_context"], chunked_prefill=facts["chunked"],
-                    capacity_tokens_per_s=facts["capacity_tokens_per_s"],
-                    max_waiting=facts["max_waiting"])
+                view = self.templates.get(rid)
+                if view is None:
+                    view = view_from_plan(self.node_plans[dep], rid,
+                                          max_waiting=facts["max_waiting"],
+                                          max_context=facts["max_context"])
+                    # The live pool is its deployment; the plan calls it by node type.
+                    view.pool = dep
+                static[rid] = view
                 self.ledger.report(rid, info.get("stats") or {})
+        self.templates = static  # replicas that are gone drop out
         self.ledger.sync(static)
         return self.ledger.views()
 

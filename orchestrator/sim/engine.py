@@ -6,9 +6,8 @@ from __future__ import annotations
 import heapq
 from typing import Callable, Iterable
 
-from orchestrator.models.backends import BACKENDS
 from orchestrator.planner.plan import Plan
-from orchestrator.router.context import ReplicaView, RouteRequest
+from orchestrator.router.context import RouteRequest, view_from_plan
 from orchestrator.router.policies import Policy
 from orchestrator.router.route import OK, route
 from orchestrator.sim.replica import SimReplica, SimRequest
@@ -22,15 +21,9 @@ def replicas_from_plan(plan: Plan, pools: Iterable[str] | None = None,
     for n in plan.pools():
         if wanted is not None and n.node_type not in wanted:
             continue
-        c = n.choice
         for i in range(n.replicas):
-            out.append(SimReplica(ReplicaView(
-                id=f"{n.node_type}/{i}", pool=n.node_type, precision=c.precision,
-                quality_rank=c.quality_rank, speeds=c.speed_model.speeds(),
-                max_batch=BACKENDS[c.backend].max_batch,
-                kv_capacity_tokens=c.memory.kv_tokens, max_context=c.memory.max_context,
-                chunked_prefill=c.perf.chunked_prefill,
-                capacity_tokens_per_s=c.perf.batched_tokens_per_s, max_waiting=max_waiting)))
+            out.append(SimReplica(view_from_plan(n, f"{n.node_type}/{i}",
+                                                 max_waiting=max_waiting)))
     return out
 
 
