@@ -25,6 +25,11 @@ class GenerateRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    prompt_tokens: int | None = None  # the caller's count of `prompt`, when it has one
+
+    def prompt_token_count(self, engine: "Engine", prompt: str) -> int:
+        return self.prompt_tokens if self.prompt_tokens is not None \
+            else engine.count_tokens(prompt)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class LlamaCppEngine(Engine):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
-        n_prompt = self.count_tokens(prompt)
+        n_prompt = req.prompt_token_count(self, prompt)
         with self.lock:
             self.waiting[req.request_id] = req
             self.waiting_prompt_tokens += n_prompt

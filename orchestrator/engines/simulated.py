@@ -40,7 +40,7 @@ class SimulatedEngine(Engine):
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
-        n_prompt = self.count_tokens(prompt)
+        n_prompt = req.prompt_token_count(self, prompt)
         self.waiting += 1
         async with self.slots:
             self.waiting -= 1

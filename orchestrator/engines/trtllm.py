@@ -52,7 +52,7 @@ class TrtllmEngine(Engine):
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
                                 top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
-        n_prompt = self.count_tokens(prompt)
+        n_prompt = req.prompt_token_count(self, prompt)
         self.running[req.request_id] = req.max_tokens
         try:
             async for out in self.llm.generate_async(prompt, params, streaming=True):

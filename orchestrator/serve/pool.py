@@ -41,17 +41,18 @@ class Pool:
     async def generate(self, payload: dict) -> AsyncIterator[dict]:
         """Stream chunks as plain dicts; the first one carries the token counts."""
         await self._ensure_started()
-        req = GenerateRequest(
-            request_id=payload["request_id"], prompt=payload.get("prompt"),
-            messages=payload.get("messages"), max_tokens=payload["max_tokens"],
-            temperature=payload["temperature"], top_p=payload["top_p"],
-            stop=tuple(payload.get("stop") or ()), seed=payload.get("seed"))
-        prompt = req.prompt if req.prompt is not None else self.engine.render_chat(req.messages)
+        prompt = payload.get("prompt")
+        if prompt is None:
+            prompt = self.engine.render_chat(payload["messages"])
         n_prompt = self.engine.count_tokens(prompt)
-        if n_prompt + req.max_tokens > self.max_context:
-            raise ContextTooLong(n_prompt, req.max_tokens, self.max_context)
-        req = GenerateRequest(req.request_id, prompt, None, req.max_tokens, req.temperature,
-                              req.top_p, req.stop, req.seed)
+        max_tokens = payload["max_tokens"]
+        if n_prompt + max_tokens > self.max_context:
+            raise ContextTooLong(n_prompt, max_tokens, self.max_context)
+        req = GenerateRequest(
+            request_id=payload["request_id"], prompt=prompt, max_tokens=max_tokens,
+            temperature=payload["temperature"], top_p=payload["top_p"],
+            stop=tuple(payload.get("stop") or ()), seed=payload.get("seed"),
+            prompt_tokens=n_prompt)
         async for c in self.engine.generate(req):
             yield {"text": c.text, "completion_tokens": c.completion_tokens,
                    "prompt_tokens": c.prompt_tokens, "finish_reason": c.finish_reason}
