@@ -373,6 +373,10 @@ def build(cluster_path, model, only, force, dry_run, address, as_json):
         from orchestrator.views import build_outcomes_view
 
         _console().print(build_outcomes_view(outcomes))
+    _require_built(outcomes)
+
+
+def _require_built(outcomes) -> None:
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise click.ClickException(
@@ -499,10 +503,7 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
         specs = build_specs(plan, spec)
         with con.status("building artifacts (cached after the first time)..."):
             outcomes = run_builds(specs, default_store(spec))
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise click.ClickException("builds failed: " + "; ".join(
-                f"{o.node_type}: {o.error}" for o in failed))
+        _require_built(outcomes)
         artifacts = {o.node_type: o.path for o in outcomes}
     from orchestrator.serve.app import build_app
 

@@ -37,7 +37,7 @@ def _ray_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
-def start_local_ray(num_cpus: int, num_gpus: int, resources: dict[str, float]) -> str:
+def start_local_ray(num_cpus: int, num_gpus: int, resources: dict[str, float]) -> None:
     """`ray start --head` as a detached local cluster that outlives this command."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [_ray_bin(), "start", "--head", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
@@ -49,7 +49,6 @@ def start_local_ray(num_cpus: int, num_gpus: int, resources: dict[str, float]) -
         raise OrchestratorError("ray start failed: " + " | ".join(tail) +
                                 " (a Ray cluster may already run here: `orchestrator down` "
                                 "or `ray stop`)")
-    return "auto"
 
 
 def stop_local_ray() -> None:

@@ -10,6 +10,7 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator.sim.replica import SimRequest
+from orchestrator.sim.trace import mean_rate
 
 
 class Summary(BaseModel):
@@ -51,9 +52,6 @@ def summarize(reqs: list[SimRequest], replicas: int, slo_ttft_s: float,
     start = min(r.arrival_s for r in reqs)
     end = max([r.finish_s for r in done] + [r.arrival_s for r in reqs])
     span = max(end - start, 1e-9)
-    arrivals = sorted(r.arrival_s for r in reqs)
-    offered = (len(reqs) - 1) / (arrivals[-1] - arrivals[0]) if arrivals[-1] > arrivals[0] \
-        else float("inf")
     tokens = Counter()
     for r in done:
         tokens[r.precision] += r.output_tokens
@@ -61,7 +59,7 @@ def summarize(reqs: list[SimRequest], replicas: int, slo_ttft_s: float,
     pools = Counter(r.pool for r in done)
     return Summary(
         requests=len(reqs), completed=len(done), rejected=sum(1 for r in reqs if r.rejected),
-        rate_req_s=offered, duration_s=span,
+        rate_req_s=mean_rate(reqs), duration_s=span,
         throughput_tok_s=sum(r.output_tokens for r in done) / span,
         ttft_s=_pcts([r.ttft_s for r in done]), tpot_s=_pcts([r.tpot_s for r in done]),
         slo_attainment=sum(meets(r, slo_ttft_s, slo_tpot_s) for r in reqs) / len(reqs),

@@ -95,6 +95,8 @@ def pin_share(reqs: list[TraceRequest], share: float, precision: str,
             for r in reqs]
 
 
-def mean_rate(reqs: list[TraceRequest]) -> float:
-    span = reqs[-1].arrival_s - reqs[0].arrival_s
-    return (len(reqs) - 1) / span if span > 0 else float("inf")
+def mean_rate(reqs) -> float:
+    """Requests per second between the first and the last arrival."""
+    arrivals = [r.arrival_s for r in reqs]
+    span = max(arrivals) - min(arrivals)
+    return (len(arrivals) - 1) / span if span > 0 else float("inf")
