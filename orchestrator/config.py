@@ -40,6 +40,51 @@ class CPUSpec(_Spec):
         0.3, gt=0, description="effective matmul TFLOP/s llama.cpp reaches on these cores")
 
 
+class PoolScalingSpec(_Spec):
+    """Autoscaling bounds for one node type's pool. Its presence turns autoscaling on."""
+
+    min_replicas: int | None = Field(
+        None, ge=0, description="fewest replicas (default 1; 0 only with scale_to_zero)")
+    max_replicas: int | None = Field(
+        None, gt=0, description="most replicas (default and ceiling: the GPU groups of this "
+                                "type in the inventory, i.e. the plan's replicas)")
+    initial_replicas: int | None = Field(
+        None, ge=0, description="replicas at deploy time (default: min_replicas)")
+    scale_to_zero: bool = Field(
+        False, description="allow 0 replicas when idle; requests then go to another pool "
+                           "or wait for a cold start")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.min_replicas == 0 and not self.scale_to_zero:
+            raise ValueError("min_replicas 0 needs scale_to_zero: true")
+        if (self.min_replicas is not None and self.max_replicas is not None
+                and self.min_replicas > self.max_replicas):
+            raise ValueError(f"min_replicas {self.min_replicas} > max_replicas "
+                             f"{self.max_replicas}")
+        return self
+
+
+class AutoscalingSpec(_Spec):
+    """The policy's knobs (docs/autoscaling.md); bounds are per node type."""
+
+    target_utilization: float = Field(
+        0.7, gt=0, le=1, description="in-flight sequences / pool capacity to run at")
+    low_utilization: float = Field(
+        0.3, ge=0, lt=1, description="below this a pool may lose a replica")
+    up_cooldown_s: float = Field(10.0, ge=0, description="least time between two scale-ups "
+                                                          "of one pool")
+    down_delay_s: float = Field(120.0, ge=0, description="how long load must stay low before "
+                                                         "a replica goes")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.low_utilization >= self.target_utilization:
+            raise ValueError(f"low_utilization {self.low_utilization} must be below "
+                             f"target_utilization {self.target_utilization}")
+        return self
+
+
 class NodeTypeSpec(_Spec):
     name: str = Field(pattern=_NAME, description="node type name; also its Ray resource "
                       "gpu_group:<name>")
@@ -56,6 +101,8 @@ class NodeTypeSpec(_Spec):
     precisions: list[str] | None = Field(
         None, description="only consider these precisions (e.g. the checkpoints you have)")
     backends: list[str] | None = Field(None, description="only consider these backends")
+    autoscaling: PoolScalingSpec | None = Field(
+        None, description="autoscale this node type's pool within these bounds")
 
     @field_validator("gpu")
     @classmethod
@@ -152,11 +199,42 @@ class ArtifactsSpec(_Spec):
         return v
 
 
+PUBLIC_PATHS = ("/health", "/metrics", "/status", "/v1/models")
+
+
+class ServingSpec(_Spec):
+    """How the endpoint treats requests: queue bounds, body size, and who may call it."""
+
+    max_waiting: int = Field(
+        64, gt=0, description="requests one replica may queue beyond its batch; past every "
+                              "eligible replica's bound the endpoint answers 429")
+    max_context: int | None = Field(
+        None, gt=0, description="cap on prompt + max_tokens per request (default: what "
+                                "each pool's plan holds)")
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="largest request body accepted; larger gets 413")
+    api_keys_env: str | None = Field(
+        "ORCHESTRATOR_API_KEYS", description="environment variable holding API keys "
+                                             "(comma or newline separated), read by `up`")
+    api_keys_file: str | None = Field(
+        None, description="file with one API key per line, read by `up`")
+    public_paths: list[str] = Field(
+        ["/health"], description="paths answered without a key when keys are set: any of "
+                                 + ", ".join(PUBLIC_PATHS))
+
+    @field_validator("public_paths")
+    @classmethod
+    def _paths_known(cls, v):
+        return [_one_of("public path", p, PUBLIC_PATHS) for p in v]
+
+
 class ClusterSpec(_Spec):
     name: str = Field(pattern=_NAME, description="cluster name")
     model: str = Field("llama-3.1-70b", description="model id from the catalog")
     planner: PlannerSpec = Field(default_factory=PlannerSpec)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     node_types: list[NodeTypeSpec] = Field(min_length=1)
 
     @field_validator("model")
@@ -237,7 +315,8 @@ def _fields_at(loc: tuple) -> list[str]:
         if isinstance(part, int):
             continue
         ann = model.model_fields[part].annotation
-        for cand in (NodeTypeSpec, PlannerSpec, CPUSpec, ArtifactsSpec):
+        for cand in (NodeTypeSpec, PlannerSpec, CPUSpec, ArtifactsSpec, ServingSpec,
+                     AutoscalingSpec, PoolScalingSpec):
             if cand is ann or cand in getattr(ann, "__args__", ()):
                 model = cand
                 break

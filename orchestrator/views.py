@@ -221,7 +221,8 @@ def artifacts_view(store, items) -> Group:
     return Group(*parts)
 
 
-def status_view(serve_st: dict, base: str, pools: dict) -> Group:
+def status_view(serve_st: dict, base: str, pools: dict, autoscaling: dict | None = None,
+                ) -> Group:
     parts: list = [Text(f"application: {serve_st['status']}  endpoint: {base}/v1",
                         style="bold")]
     t = Table(title="Pools")
@@ -237,4 +238,12 @@ def status_view(serve_st: dict, base: str, pools: dict) -> Group:
                   str(sum(r["waiting"] for r in reps)), str(sum(r["running"] for r in reps)),
                   f"{sum(r['tokens_per_s'] for r in reps):.1f}")
     parts.append(t)
+    if autoscaling:
+        a = Table(title="Autoscaling (current, desired, bounds and why)")
+        for c in ("deployment", "current", "desired", "min", "max", "why"):
+            a.add_column(c, overflow="fold")
+        for name, d in autoscaling["pools"].items():
+            a.add_row(name, str(d["current"]), str(d["desired"]), str(d["min"]),
+                      str(d["max"]), d["reason"])
+        parts.append(a)
     return Group(*parts)

@@ -64,7 +64,6 @@ class Knobs:
 
 def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
            state: PolicyState, knobs: Knobs = Knobs()) -> list[Decision]:
-    by = {s.name: s for s in specs}
     desired = {s.name: loads[s.name].replicas for s in specs}
     reasons: dict[str, str] = {}
     # 1. each pool's own load, normalized by its capacity
@@ -79,6 +78,7 @@ def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
                                f"{knobs.target_utilization:.0%} of {s.sequences_per_replica} "
                                "sequences each")
     # 2. unpinned waiting that a capped pool cannot absorb goes to the best pool that can grow
+    wanted: set[str] = set()
     for s in specs:
         load = loads[s.name]
         spill = load.waiting - load.waiting_pinned
@@ -89,6 +89,11 @@ def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
                         key=lambda o: (-o.quality_rank, -o.tokens_per_s_per_replica))
         if others:
             o = others[0]
+            # wanted either way: a pool that spill-over needs does not shrink meanwhile
+            state.low_since.pop(o.name, None)
+            wanted.add(o.name)
+            if not _cooled(state, o.name, now, knobs.up_cooldown_s):
+                continue
             extra = math.ceil(spill / (knobs.target_utilization * o.sequences_per_replica))
             desired[o.name] = desired[o.name] + extra
             reasons[o.name] = (f"{spill} unpinned waiting on {s.name}, which is at its "
@@ -96,7 +101,7 @@ def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
     # 3. scale down the least useful pool first, one replica, after a sustained lull
     for s in sorted(specs, key=lambda p: (p.quality_rank, p.tokens_per_s_per_replica)):
         load = loads[s.name]
-        if s.name in reasons:
+        if s.name in reasons or s.name in wanted:
             state.low_since.pop(s.name, None)
             continue
         cap = max(load.replicas, 1) * s.sequences_per_replica

@@ -151,9 +151,21 @@ class VllmBuilder(Builder):
         if spec.source is None:
             raise UserError(f"{spec.node_type}: no {spec.source_kind} checkpoint; set "
                             f"artifacts.sources.{spec.source_kind}")
-        (out / "vllm.json").write_text(_json({"model": spec.source,
-                                              "tensor_parallel_size": spec.tp, **spec.params}))
-        return ["vLLM loads the checkpoint at start-up; nothing is compiled ahead"]
+        params = dict(spec.params)
+        notes = ["vLLM loads the checkpoint at start-up; nothing is compiled ahead"]
+        model = spec.source
+        if params.pop("convert_from_gguf", False):
+            try:
+                from orchestrator.build.gguf_to_hf import convert
+                convert(spec.source, out / "model", params["dtype"])
+            except ImportError as e:
+                raise MissingExtraError(e.name or "transformers", "vllm") from None
+            model = "model"  # relative: the artifact directory moves into the store
+            notes.append(f"dequantized {Path(spec.source).name} to {params['dtype']} "
+                         "safetensors (build/gguf_to_hf.py)")
+        (out / "vllm.json").write_text(_json({"model": model,
+                                              "tensor_parallel_size": spec.tp, **params}))
+        return notes
 
 
 def _json(data) -> str:

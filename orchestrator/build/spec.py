@@ -110,6 +110,16 @@ def _spec_for(n: NodePlan, plan: Plan, spec: ClusterSpec) -> BuildSpec:
                   "quantization": {"awq_int4": "awq_marlin", "gptq_int4": "gptq_marlin",
                                    "fp8_w8a8": "fp8", "fp8_w8a16": "fp8"}.get(c.precision),
                   "max_model_len": c.memory.max_context}
+        if nt.is_cpu:
+            # vLLM on CPU takes its KV cache size from VLLM_CPU_KVCACHE_SPACE (GiB), and
+            # compiling costs ~80 s of start-up for ~15 % decode (VLLM-CPU.md): run eager.
+            params |= {"cpu_kv_space_gib": max(1, int(c.memory.kv_room_bytes / 2**30)),
+                       "enforce_eager": True}
+        if (resolve_source(spec, kind, plan.model) is None and get_model(plan.model).demo
+                and c.precision in ("bf16", "f16")):
+            # The demo model ships only as a GGUF: the build dequantizes it to safetensors.
+            kind = "gguf"
+            params["convert_from_gguf"] = True
     return BuildSpec(
         node_type=n.node_type, model=plan.model, backend=c.backend, precision=c.precision,
         arch=arch, tp=c.gpus_per_replica if c.parallelism == "tensor" else 1,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import collections
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -30,6 +32,26 @@ class GenerateRequest:
     def prompt_token_count(self, engine: "Engine", prompt: str) -> int:
         return self.prompt_tokens if self.prompt_tokens is not None \
             else engine.count_tokens(prompt)
+
+
+class TokenRate:
+    """Tokens per second over the last `window_s`, from token counts as they come."""
+
+    def __init__(self, window_s: float = 10.0, maxlen: int = 1024):
+        self.window_s = window_s
+        self.marks: collections.deque = collections.deque(maxlen=maxlen)  # (time, total)
+        self.total = 0
+
+    def add(self, tokens: int = 1) -> None:
+        self.total += tokens
+        self.marks.append((time.monotonic(), self.total))
+
+    def per_s(self) -> float:
+        now = time.monotonic()
+        recent = [m for m in self.marks if now - m[0] <= self.window_s]
+        if len(recent) < 2 or recent[-1][0] <= recent[0][0]:
+            return 0.0
+        return (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0])
 
 
 @dataclass(frozen=True)

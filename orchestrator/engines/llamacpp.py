@@ -12,11 +12,11 @@ import asyncio
 import collections
 import concurrent.futures
 import threading
-import time
 from typing import AsyncIterator
 
 from orchestrator.engines import chat
-from orchestrator.engines.base import Chunk, Engine, EngineFault, EngineStats, GenerateRequest
+from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
+                                       GenerateRequest, TokenRate)
 
 _DONE = object()
 
@@ -38,7 +38,7 @@ class LlamaCppEngine(Engine):
         self.running: str | None = None
         self.running_left = 0
         self.running_context = 0
-        self.recent: collections.deque = collections.deque(maxlen=256)  # token times
+        self.rate = TokenRate()
 
     async def start(self) -> None:
         def load():
@@ -99,7 +99,7 @@ class LlamaCppEngine(Engine):
                     text, finish = choice.get("text", ""), choice.get("finish_reason")
                     if text:
                         n += 1
-                        self.recent.append(time.monotonic())
+                        self.rate.add()
                         with self.lock:
                             self.running_left -= 1
                             self.running_context += 1
@@ -131,10 +131,7 @@ class LlamaCppEngine(Engine):
         self.cancelled.add(request_id)
 
     def stats(self) -> EngineStats:
-        now = time.monotonic()
-        recent = [t for t in self.recent if now - t <= 10]
-        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and \
-            recent[-1] > recent[0] else 0.0
+        rate = self.rate.per_s()
         with self.lock:
             return EngineStats(
                 running=int(self.running is not None), waiting=len(self.waiting),

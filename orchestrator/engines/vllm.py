@@ -4,10 +4,13 @@ placement group, which holds the node type's GPU group."""
 
 from __future__ import annotations
 
+import inspect
+import os
 from typing import AsyncIterator
 
 from orchestrator.build.builders import MissingExtraError
-from orchestrator.engines.base import Chunk, Engine, EngineFault, EngineStats, GenerateRequest
+from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
+                                       GenerateRequest, TokenRate)
 
 
 class VllmEngine(Engine):
@@ -15,7 +18,8 @@ class VllmEngine(Engine):
 
     def __init__(self, model: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
                  quantization: str | None = None, max_model_len: int | None = None,
-                 enforce_eager: bool = False, chat_template: str | None = None):
+                 enforce_eager: bool = False, chat_template: str | None = None,
+                 cpu_kv_space_gib: int | None = None):
         self.kwargs = dict(model=model, tensor_parallel_size=tensor_parallel_size,
                            dtype=dtype, quantization=quantization,
                            max_model_len=max_model_len, enforce_eager=enforce_eager,
@@ -23,17 +27,24 @@ class VllmEngine(Engine):
                            distributed_executor_backend="ray" if tensor_parallel_size > 1
                            else None)
         self.fallback_template = chat_template
+        self.cpu_kv_space_gib = cpu_kv_space_gib
         self.engine = self.tokenizer = None
         self.running: dict[str, int] = {}
+        self.rate = TokenRate()
 
     async def start(self) -> None:
         try:
             from vllm import AsyncEngineArgs, AsyncLLMEngine
         except ImportError:
             raise MissingExtraError("vllm", "vllm") from None
+        if self.cpu_kv_space_gib:
+            # vLLM's CPU backend sizes its KV cache from this variable only; the replica owns
+            # its process, and the engine's worker process inherits it.
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_space_gib)
         args = AsyncEngineArgs(**{k: v for k, v in self.kwargs.items() if v is not None})
         self.engine = AsyncLLMEngine.from_engine_args(args)
-        self.tokenizer = await self.engine.get_tokenizer()
+        tok = self.engine.get_tokenizer()  # a coroutine before vLLM's V1 engine, plain after
+        self.tokenizer = await tok if inspect.isawaitable(tok) else tok
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
@@ -55,12 +66,15 @@ class VllmEngine(Engine):
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
                                 top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
-        sent = 0
+        sent = done = 0
         self.running[req.request_id] = req.max_tokens
         try:
             async for out in self.engine.generate(prompt, params, req.request_id):
                 o = out.outputs[0]
                 n = len(o.token_ids)
+                self.rate.add(n - done)
+                done = n
+                self.running[req.request_id] = req.max_tokens - n
                 if o.text[sent:] or o.finish_reason:
                     yield Chunk(o.text[sent:], n, len(out.prompt_token_ids or []),
                                 o.finish_reason)
@@ -73,7 +87,8 @@ class VllmEngine(Engine):
 
     def stats(self) -> EngineStats:
         return EngineStats(running=len(self.running),
-                           decode_tokens_left=sum(self.running.values()))
+                           decode_tokens_left=sum(self.running.values()),
+                           recent_tokens_per_s=self.rate.per_s())
 
     async def stop(self) -> None:
         if self.engine is not None:

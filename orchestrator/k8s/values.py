@@ -17,6 +17,21 @@ def compact_plan(plan: Plan) -> Plan:
         for n in plan.pools()]})
 
 
+def _autoscaling(plan: Plan, spec: ClusterSpec) -> dict:
+    """Serve-side autoscaling (docs/autoscaling.md): per-deployment bounds and the
+    application-level policy, rendered into serveConfigV2 by the chart."""
+    from orchestrator.autoscale.bounds import autoscaled, scaling_config
+
+    if not autoscaled(spec):
+        return {"scaling": {}, "autoscalingPolicy": {}}
+    names = {n.node_type: f"pool-{n.node_type}" for n in plan.pools()}
+    scaling, kwargs = scaling_config(plan, spec, names, "orchestrator")
+    return {"scaling": scaling,
+            "autoscalingPolicy": {"policy_function": "orchestrator.autoscale.serve_policy:"
+                                                     "ClusterAutoscaler",
+                                  "policy_kwargs": kwargs}}
+
+
 def helm_values(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
                 image: str = "orchestrator", tag: str = "0.1.0") -> dict:
     groups = []
@@ -27,11 +42,19 @@ def helm_values(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
         cpu = str(nt.cpu.cores) if nt.is_cpu else str(max(4, 2 * gpus))
         memory = (f"{max(4, int(nt.cpu.memory_gb) + 2)}Gi" if nt.is_cpu
                   else f"{max(16, 8 * gpus)}Gi")
+        # An autoscaled pool lets KubeRay add and remove its nodes between what the pool's
+        # min needs and the inventory; others keep every node.
+        lo = nt.count
+        if nt.autoscaling is not None:
+            from orchestrator.autoscale.bounds import pool_spec
+
+            ps, _ = pool_spec(n, spec, n.node_type)
+            lo = -(-ps.min_replicas // max(c.replicas_per_node, 1))
         groups.append({
             "name": n.node_type,
             "gpus": gpus,
             "replicas": nt.count,
-            "minReplicas": nt.count,
+            "minReplicas": lo,
             "maxReplicas": nt.count,
             "nodeSelector": dict(nt.labels),
             "tolerations": [GPU_TOLERATION] if gpus else [],
@@ -46,6 +69,9 @@ def helm_values(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
         "modelName": model_name or plan.model,
         "plan": compact_plan(plan).model_dump_json(),
         "routing": {"policy": "slo_aware", "sloTtftSeconds": 2.0, "sloTpotSeconds": 0.1},
+        "serving": spec.serving.model_dump(mode="json", exclude_none=True),
+        **_autoscaling(plan, spec),
+        "apiKeys": {"secretName": "", "secretKey": "keys"},
         "artifacts": {"path": "/artifacts", "persistentVolumeClaim": "orchestrator-artifacts"},
         "workerGroups": groups,
     }

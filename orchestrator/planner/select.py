@@ -10,7 +10,7 @@ from orchestrator.errors import NoFeasiblePlanError
 from orchestrator.hardware.catalog import GB
 from orchestrator.models.backends import BACKEND_ORDER, BACKENDS, Backend
 from orchestrator.models.catalog import ModelArch, get_model
-from orchestrator.models.precision import Precision, at_least, get_precision, quality_order
+from orchestrator.models.precision import at_least, get_precision, quality_order
 from orchestrator.planner import memory as mem
 from orchestrator.planner import policies
 from orchestrator.planner.hardware import NodeHardware, ReplicaLayout, hardware_of
@@ -89,9 +89,13 @@ def plan_node(req: NodeRequest, model: ModelArch, ps: PlannerSpec) -> NodePlan:
                 reason=f"below the precision floor {ps.min_precision}"))
     for bid in backend_ids:
         backend = BACKENDS[bid]
-        skipped = [p for p in allowed if not backend.offers(p, cpu=req.hw.is_cpu)]
+        opted_in = bid in (req.backends or ())
+        skipped = [p for p in allowed
+                   if not backend.offers(p, cpu=req.hw.is_cpu, opted_in=opted_in)]
         if len(skipped) == len(allowed) and req.hw.is_cpu:
-            not_offered.append(f"{bid}: does not run on CPU")
+            not_offered.append(f"{bid}: does not run on CPU" if not backend.cpu_support else
+                               f"{bid}: runs on CPU only where the node type lists it in "
+                               f"backends ({', '.join(sorted(backend.cpu_support))})")
         elif skipped:
             not_offered.append(f"{bid}: {', '.join(skipped)}")
         for pid in allowed:

@@ -26,7 +26,10 @@ class RouteDecision:
     detail: str = ""
 
 
-def route(policy: Policy, req: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+def route(policy: Policy, req: RouteRequest, replicas: Sequence[ReplicaView], *,
+          bounded: bool = True) -> RouteDecision:
+    """``bounded=False`` lets the request past full queues: for a retry after a replica
+    failed it, which the system owes the client and must not turn into a 429."""
     precise = [r for r in replicas
                if (req.pinned_precision is None or r.precision == req.pinned_precision)
                and (req.min_rank is None or r.quality_rank >= req.min_rank)]
@@ -45,7 +48,7 @@ def route(policy: Policy, req: RouteRequest, replicas: Sequence[ReplicaView]) ->
             CONTEXT_TOO_LONG,
             detail=f"prompt {req.prompt_tokens} + max_tokens {req.max_tokens} = "
                    f"{req.total_tokens} tokens exceeds the largest context {longest}")
-    room = [r for r in fitting if not r.queue_full]
+    room = [r for r in fitting if not r.queue_full] if bounded else fitting
     if not room:
         return RouteDecision(OVERLOADED, detail="every eligible replica's queue is full")
     return RouteDecision(OK, policy.choose(req, room))

@@ -18,6 +18,20 @@ from orchestrator.serve.pool_router import PoolRouter
 # llama.cpp allocates its whole context when it loads; cap what one replica reserves.
 LLAMACPP_MAX_CONTEXT = 8192
 ROUTING_STATS_PERIOD_S = 0.5
+HEAD = "node:__internal_head__"  # a resource Ray gives the head node only
+# Serve lets a replica hold 5 requests by default; the ingress only awaits the pools and
+# bounds the real queues itself (max_waiting per replica, then 429), so it takes every
+# request at once. Beyond these the proxy answers 503 instead of queueing without bound.
+INGRESS_MAX_ONGOING = 4096
+INGRESS_MAX_QUEUED = 1024
+# How often replicas report their stats to the autoscaler and over what window they are
+# averaged: seconds, not Serve's default 30 s window, since LLM load moves fast. Serve
+# also wraps an application-level policy in its own up/down delays (30 s and 600 s by
+# default); they are zero here because the policy's cooldowns (the spec's autoscaling
+# knobs) already decide when.
+AUTOSCALING_SIGNALS = {"metrics_interval_s": 1.0, "look_back_period_s": 4.0,
+                       "upscale_delay_s": 0.0, "downscale_delay_s": 0.0,
+                       "downscale_to_zero_delay_s": 0.0}
 
 
 def deployment_name(node_type: str) -> str:
@@ -44,9 +58,13 @@ def engine_args(n: NodePlan, plan: Plan, engine: str, artifact: str | None,
         import json
 
         rec = json.loads((Path(artifact) / "vllm.json").read_text())
-        return ({"model": rec["model"], "tensor_parallel_size": rec["tensor_parallel_size"],
+        ctx = min(ctx, rec.get("max_model_len") or ctx)
+        return ({"model": str(Path(artifact) / rec["model"]),  # absolute stays absolute
+                 "tensor_parallel_size": rec["tensor_parallel_size"],
                  "dtype": rec["dtype"], "quantization": rec.get("quantization"),
                  "max_model_len": rec.get("max_model_len"),
+                 "enforce_eager": rec.get("enforce_eager", False),
+                 "cpu_kv_space_gib": rec.get("cpu_kv_space_gib"),
                  "chat_template": get_model(plan.model).chat_template}, ctx)
     return ({"artifact_dir": artifact, "tensor_parallel_size": c.gpus_per_replica}, ctx)
 
@@ -75,20 +93,34 @@ def placement(n: NodePlan, engine: str) -> tuple[dict, list[dict]]:
 def build_app(plan: Plan, *, model_name: str, artifacts: dict[str, str] | None = None,
               engine: str | None = None, policy: str | None = None,
               slo_ttft_s: float = 2.0, slo_tpot_s: float = 0.1, max_waiting: int = 64,
-              time_scale: float = 1.0):
+              time_scale: float = 1.0, key_digests: list[str] | None = None,
+              public_paths: list[str] | None = None, max_body_bytes: int = 1 << 20,
+              max_context: int | None = None, scaling: dict[str, dict] | None = None):
+    """The Serve application. `key_digests` are SHA-256 digests of the API keys (see
+    serve/auth.py); none means the endpoint takes no key. `scaling` (deployment name ->
+    min/max/initial replicas) turns on Serve autoscaling for every deployment, for the
+    application-level policy in autoscale/serve_policy.py to drive."""
     artifacts = artifacts or {}
     handles, facts = {}, {}
     for n in plan.pools():
         c = n.choice
         eng = engine or c.backend
         args, ctx = engine_args(n, plan, eng, artifacts.get(n.node_type), time_scale)
+        ctx = min(ctx, max_context) if max_context else ctx
         dep = deployment_name(n.node_type)
         actor, bundles = placement(n, eng)
         max_batch = BACKENDS[c.backend].max_batch
         config = {"pool": n.node_type, "precision": c.precision, "engine": eng,
                   "engine_args": args, "max_context": ctx}
+        if scaling is not None:
+            bounds = scaling.get(dep) or {"min_replicas": n.replicas,
+                                          "max_replicas": n.replicas,
+                                          "initial_replicas": n.replicas}
+            replicas = {"autoscaling_config": {**bounds, **AUTOSCALING_SIGNALS}}
+        else:
+            replicas = {"num_replicas": n.replicas}
         handles[dep] = serve.deployment(Pool).options(
-            name=dep, num_replicas=n.replicas, ray_actor_options=actor,
+            name=dep, **replicas, ray_actor_options=actor,
             placement_group_bundles=bundles, placement_group_strategy="STRICT_PACK",
             max_ongoing_requests=max_batch + max_waiting,
             request_router_config=RequestRouterConfig(
@@ -99,6 +131,20 @@ def build_app(plan: Plan, *, model_name: str, artifacts: dict[str, str] | None =
                       "node_plan": n.model_dump(mode="json"), "max_context": ctx,
                       "max_waiting": max_waiting}
     config = {"model_name": model_name, "pools": facts, "slo_ttft_s": slo_ttft_s,
-              "slo_tpot_s": slo_tpot_s, **({"policy": policy} if policy else {})}
+              "slo_tpot_s": slo_tpot_s, **({"policy": policy} if policy else {}),
+              "auth": {"digests": list(key_digests or []),
+                       "public": list(public_paths if public_paths is not None
+                                      else ["/health"])},
+              "max_body_bytes": max_body_bytes}
+    # The ingress sits on the head beside the only HTTP proxy (proxy_location HeadOnly):
+    # no extra hop, and losing a GPU node never takes the router with it.
+    # With autoscaling on, the ingress is an autoscaled deployment fixed at one replica, so
+    # that its refusal counts reach the policy beside the pools' stats.
+    ingress_replicas = ({"autoscaling_config": {"min_replicas": 1, "max_replicas": 1,
+                                                **AUTOSCALING_SIGNALS}}
+                        if scaling is not None else {})
     return serve.deployment(Ingress).options(
-        name="ingress", ray_actor_options={"num_cpus": 0}).bind(config, handles)
+        name="ingress", ray_actor_options={"num_cpus": 0, "resources": {HEAD: 0.001}},
+        max_ongoing_requests=INGRESS_MAX_ONGOING, max_queued_requests=INGRESS_MAX_QUEUED,
+        **ingress_replicas,
+    ).bind(config, handles)

@@ -5,6 +5,8 @@ project's routing policy, streams the answer back, and counts everything for /me
 on the methods Serve wraps.)"""
 
 import asyncio
+import json
+import os
 import time
 from typing import Optional
 
@@ -14,8 +16,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest)
 from pydantic import ValidationError
+import ray
 from ray import serve
 
+from orchestrator.autoscale.serve_policy import KV_NAMESPACE, decisions_key
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.planner.plan import NodePlan
 from orchestrator.router import policies
@@ -24,14 +28,17 @@ from orchestrator.router.ledger import Ledger
 from orchestrator.router.route import (CONTEXT_TOO_LONG, OK, OVERLOADED,
                                        UNSATISFIABLE_PRECISION, route)
 from orchestrator.serve import openai_api as oa
+from orchestrator.serve.auth import allowed, bearer
 from orchestrator.serve.pool import ContextTooLong
 from orchestrator.serve.pool_router import registry
 
 CHARS_PER_TOKEN = 4.0  # routing estimate only; the pool counts exactly before it generates
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_BODY = 1 << 20
 
+# No /docs or /redoc: their pages load scripts from the internet. /openapi.json stays.
 app = FastAPI(title="orchestrator", description="One OpenAI-compatible endpoint over "
-              "pools of unequal GPU machines.")
+              "pools of unequal GPU machines.", docs_url=None, redoc_url=None)
 
 
 class ApiError(Exception):
@@ -76,6 +83,18 @@ def _metrics(registry: CollectorRegistry):
     }
 
 
+def _autoscaling_decisions() -> Optional[dict]:
+    """What the autoscaling policy last decided per pool (None when autoscaling is off)."""
+    try:
+        from ray.experimental import internal_kv
+
+        app = serve.get_replica_context().app_name
+        raw = internal_kv._internal_kv_get(decisions_key(app), namespace=KV_NAMESPACE)
+        return json.loads(raw) if raw else None
+    except Exception:  # visibility only
+        return None
+
+
 def _usage(last: dict | None) -> dict:
     p = (last or {}).get("prompt_tokens", 0)
     c = (last or {}).get("completion_tokens", 0)
@@ -99,6 +118,20 @@ class Ingress:
         self.registry = CollectorRegistry()
         self.m = _metrics(self.registry)
         self.retries = config.get("retries", 2)
+        auth = config.get("auth") or {}
+        self.key_digests = list(auth.get("digests", []))
+        self.public = set(auth.get("public", ["/health"]))
+        self.max_body = int(config.get("max_body_bytes", DEFAULT_MAX_BODY))
+        self.refused: dict[str, float] = {}  # autoscaling signal, reset when Serve reads it
+
+    def _authorize(self, request: Request, path: str) -> None:
+        if not self.key_digests or path in self.public:
+            return
+        if not allowed(bearer(request.headers.get("authorization")), self.key_digests):
+            self.m["errors"].labels("-", "unauthorized").inc()
+            raise ApiError(401, "a valid API key is required: send the header "
+                                "'Authorization: Bearer <key>'", "invalid_request_error",
+                           None, "invalid_api_key", {"WWW-Authenticate": "Bearer"})
 
     async def _ensure_routers(self):
         # A handle's router learns its replicas only once the handle is used: ask each pool
@@ -154,16 +187,21 @@ class Ingress:
 
     # -- endpoints ----------------------------------------------------------------------
     @app.get("/health")
-    async def health(self):
+    async def health(self, request: Request):
+        self._authorize(request, "/health")
         await self._ensure_routers()
         counts = {dep: len(registry().get(dep, {})) for dep in self.pools}
-        ok = all(counts.values())
-        return JSONResponse({"status": "ok" if ok else "starting", "replicas": counts},
-                            status_code=200 if ok else 503)
+        # degraded: some pool has no replica, but the endpoint answers what the others can
+        state = ("ok" if all(counts.values()) else "degraded" if any(counts.values())
+                 else "unavailable")
+        return JSONResponse({"status": state, "replicas": counts},
+                            status_code=503 if state == "unavailable" else 200)
 
     @app.get("/status")
-    async def status(self):
-        """Per pool: replicas and their nodes, queue, running, measured tokens/s."""
+    async def status(self, request: Request):
+        """This ingress's process, and per pool: replicas and their nodes, queue, running,
+        measured tokens/s."""
+        self._authorize(request, "/status")
         views = {v.id: v for v in await self._views()}
         out = {}
         for dep, facts in self.pools.items():
@@ -177,10 +215,13 @@ class Ingress:
                               "tokens_per_s": (info.get("stats") or {}).get(
                                   "recent_tokens_per_s", 0.0)}
                              for rid, info in reps.items()]}
-        return out
+        return {"ingress": {"pid": os.getpid(),
+                            "node_id": ray.get_runtime_context().get_node_id()},
+                "pools": out, "autoscaling": _autoscaling_decisions()}
 
     @app.get("/metrics")
-    async def metrics(self):
+    async def metrics(self, request: Request):
+        self._authorize(request, "/metrics")
         views = await self._views()
         for dep in self.pools:
             mine = [v for v in views if v.pool == dep]
@@ -189,23 +230,44 @@ class Ingress:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
-    async def models(self):
+    async def models(self, request: Request):
+        self._authorize(request, "/v1/models")
         return {"object": "list", "data": [
             {"id": n, "object": "model", "created": 0, "owned_by": "orchestrator"}
             for n in self._model_names()]}
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=oa.openapi_body(oa.CompletionRequest))
     async def completions(self, request: Request):
+        self._authorize(request, "/v1/completions")
         return await self._serve(request, chat=False)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=oa.openapi_body(oa.ChatRequest))
     async def chat_completions(self, request: Request):
+        self._authorize(request, "/v1/chat/completions")
         return await self._serve(request, chat=True)
 
     # -- the request path ---------------------------------------------------------------
+    async def _body(self, request: Request) -> bytes:
+        """The body, refused with 413 as soon as it is known to exceed the limit."""
+        too_big = ApiError(413, f"the body exceeds {self.max_body} bytes (serving."
+                                "max_body_bytes in the cluster spec)", "invalid_request_error",
+                           None, "request_too_large")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise too_big
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > self.max_body:
+                raise too_big
+            parts.append(part)
+        return b"".join(parts)
+
     async def _parse(self, request: Request, chat: bool):
+        raw = await self._body(request)
         try:
-            raw = await request.json()
+            # RecursionError (deeply nested JSON) and UnicodeDecodeError are caught too.
+            raw = json.loads(raw)
         except Exception:
             raise ApiError(400, "the body is not valid JSON", "invalid_request_error") from None
         if not isinstance(raw, dict):
@@ -231,7 +293,7 @@ class Ingress:
         rid = oa.new_id(chat)
         payload = {"request_id": rid, "max_tokens": max_tokens,
                    "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop,
-                   "seed": body.seed}
+                   "seed": body.seed, "pinned": pin is not None or floor is not None}
         if chat:
             payload["messages"] = [m.model_dump() for m in body.messages]
         else:
@@ -243,7 +305,7 @@ class Ingress:
         # Nothing has reached a non-streaming client until the answer is complete, so a
         # replica lost mid-answer is retried from the start on another one.
         for attempt in range(self.retries + 1):
-            stream, first, dep, t0 = await self._start(rr, payload)
+            stream, first, dep, t0 = await self._start(rr, payload, retry=attempt > 0)
             try:
                 answer = await self._collect(chat, rid, body.model, stream, first, dep, t0)
                 return JSONResponse(answer, headers=self._headers(dep))
@@ -260,18 +322,19 @@ class Ingress:
         return {"x-orchestrator-pool": dep,
                 "x-orchestrator-precision": self.pools[dep]["precision"]}
 
-    async def _start(self, rr: RouteRequest, payload: dict):
+    async def _start(self, rr: RouteRequest, payload: dict, retry: bool = False):
         """Route, dispatch and wait for the first chunk, retrying on another replica when
-        one fails before producing anything."""
+        one fails before producing anything. Retries pass full queues: the failure was
+        ours, and a 429 would lose the request."""
         tried: set[str] = set()
         last_error = None
         for _ in range(self.retries + 1):
             views = [v for v in await self._views() if v.id not in tried]
             if not views and tried:
                 break
-            d = route(self.policy, rr, views)
+            d = route(self.policy, rr, views, bounded=not (retry or tried))
             if d.outcome != OK:
-                raise self._route_error(d)
+                raise self._route_error(d, rr)
             target = d.replica
             dep = target.pool
             self.ledger.dispatched(payload["request_id"], target.id, rr.prompt_tokens,
@@ -301,8 +364,20 @@ class Ingress:
                             f": {last_error}); retry shortly", "server_error",
                        headers={"Retry-After": "1"})
 
-    def _route_error(self, d) -> ApiError:
+    def _configured(self, rr: RouteRequest) -> list[str]:
+        """Pools of the deployment that could take this request when they have replicas."""
+        return [dep for dep, f in self.pools.items()
+                if (rr.pinned_precision is None or f["precision"] == rr.pinned_precision)
+                and (rr.min_rank is None or PRECISIONS[f["precision"]].rank >= rr.min_rank)]
+
+    def _route_error(self, d, rr: RouteRequest) -> ApiError:
         if d.outcome == UNSATISFIABLE_PRECISION:
+            waiting_for = self._configured(rr)
+            if waiting_for:  # the precision exists; its pool has lost (or not yet got) replicas
+                self.m["errors"].labels("-", "no_replica").inc()
+                return ApiError(503, f"{', '.join(waiting_for)} has no live replica right now "
+                                     "(starting or recovering); retry shortly", "server_error",
+                                None, "pool_unavailable", {"Retry-After": "2"})
             return ApiError(422, d.detail, "invalid_request_error", "model",
                             "precision_unavailable")
         if d.outcome == CONTEXT_TOO_LONG:
@@ -310,10 +385,32 @@ class Ingress:
                             "context_length_exceeded")
         if d.outcome == OVERLOADED:
             self.m["errors"].labels("-", "overloaded").inc()
+            self._count_refused(rr)
             return ApiError(429, "every eligible pool is full; retry later",
                             "rate_limit_error", None, "overloaded", {"Retry-After": "1"})
         return ApiError(503, d.detail or "no replica is ready yet", "server_error",
                         headers={"Retry-After": "2"})
+
+    def _count_refused(self, rr: RouteRequest) -> None:
+        """Demand that never reached a replica, charged to the pool that would serve it
+        best (the autoscaler spills it onward when that pool is at its maximum)."""
+        best = max(self._configured(rr), key=lambda dep: PRECISIONS[
+            self.pools[dep]["precision"]].rank, default=None)
+        if best is None:
+            return
+        self.refused[f"refused:{best}"] = self.refused.get(f"refused:{best}", 0.0) + 1
+        if rr.pinned_precision or rr.min_rank is not None:
+            key = f"refused_pinned:{best}"
+            self.refused[key] = self.refused.get(key, 0.0) + 1
+
+    async def record_autoscaling_stats(self) -> dict:
+        """Called by Serve every metrics interval when autoscaling is on: refusals per
+        pool since the last call (autoscale/serve_policy.py reads them)."""
+        out = {f"{kind}:{dep}": 0.0 for dep in self.pools
+               for kind in ("refused", "refused_pinned")}
+        out.update(self.refused)
+        self.refused = {}
+        return out
 
     async def _chunks(self, stream, first, rid: str, dep: str, t0: float):
         """The first chunk, then the rest; keeps the ledger and the metrics."""

@@ -64,9 +64,10 @@ def connect(address: str | None) -> None:
                  namespace="orchestrator", logging_level="warning")
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict | str]:
+def http_get(url: str, timeout: float = 5.0, key: str | None = None) -> tuple[int, dict | str]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             body = r.read().decode()
             status = r.status
     except urllib.error.HTTPError as e:
@@ -77,13 +78,15 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict | str]:
         return status, body
 
 
-def wait_healthy(base_url: str, timeout_s: float, on_wait=lambda body: None) -> dict:
+def wait_healthy(base_url: str, timeout_s: float, on_wait=lambda body: None,
+                 key: str | None = None) -> dict:
     deadline = time.monotonic() + timeout_s
     last: object = None
     while time.monotonic() < deadline:
         try:
-            status, body = http_get(f"{base_url}/health")
-            if status == 200:
+            status, body = http_get(f"{base_url}/health", key=key)
+            if status == 200 and isinstance(body, dict) and body.get("status") == "ok":
+                # every pool is up, not just one
                 return body
             last = body
         except OSError as e:
@@ -99,6 +102,27 @@ def deploy(app, host: str, port: int) -> None:
     # Several raylets may share one host (emulated clusters): only the head runs a proxy.
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+
+
+ENTRY = "orchestrator.serve.entry:app"
+AUTOSCALER = "orchestrator.autoscale.serve_policy:ClusterAutoscaler"
+
+
+def deploy_config(args: dict, policy_kwargs: dict, host: str, port: int) -> None:
+    """Deploy through a Serve config (what `serve deploy` and KubeRay do): the only way to
+    attach an application-level autoscaling policy, which sees every pool at once."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
+    config = ServeDeploySchema.model_validate({
+        "proxy_location": "HeadOnly", "http_options": {"host": host, "port": port},
+        "applications": [{"name": APP_NAME, "route_prefix": "/", "import_path": ENTRY,
+                          "args": args,
+                          "autoscaling_policy": {"policy_function": AUTOSCALER,
+                                                 "policy_kwargs": policy_kwargs}}]})
+    _get_global_client().deploy_apps(config)
 
 
 def serve_status() -> dict:

@@ -30,6 +30,7 @@ class Pool:
         self.engine = registry.make(config["engine"], **config["engine_args"])
         self.started = False
         self.max_context = config["max_context"]
+        self.pinned_waiting = 0  # pinned requests not yet past their first token
         if config.get("fail_marker") and os.path.exists(config["fail_marker"]):
             raise RuntimeError("refusing to start: fail marker present")
 
@@ -53,15 +54,31 @@ class Pool:
             temperature=payload["temperature"], top_p=payload["top_p"],
             stop=tuple(payload.get("stop") or ()), seed=payload.get("seed"),
             prompt_tokens=n_prompt)
-        async for c in self.engine.generate(req):
-            yield {"text": c.text, "completion_tokens": c.completion_tokens,
-                   "prompt_tokens": c.prompt_tokens, "finish_reason": c.finish_reason}
+        pinned = bool(payload.get("pinned"))
+        self.pinned_waiting += pinned
+        try:
+            async for c in self.engine.generate(req):
+                if pinned:
+                    self.pinned_waiting -= 1
+                    pinned = False
+                yield {"text": c.text, "completion_tokens": c.completion_tokens,
+                       "prompt_tokens": c.prompt_tokens, "finish_reason": c.finish_reason}
+        finally:
+            self.pinned_waiting -= pinned
 
     async def record_routing_stats(self) -> dict:
         """Called by Serve every request_routing_stats_period_s; reaches the router."""
         stats = self.engine.stats().model_dump() if self.started else {}
         return {**stats, "node_id": self.node_id, "pool": self.config["pool"],
                 "pid": os.getpid()}
+
+    async def record_autoscaling_stats(self) -> dict:
+        """Called by Serve every metrics interval; reaches the autoscaling policy
+        (autoscale/serve_policy.py) as aggregated custom metrics."""
+        st = self.engine.stats() if self.started else None
+        return {"running": float(st.running if st else 0),
+                "waiting": float(st.waiting if st else 0),
+                "waiting_pinned": float(min(self.pinned_waiting, st.waiting if st else 0))}
 
     async def info(self) -> dict:
         return {"node_id": self.node_id, "pool": self.config["pool"],

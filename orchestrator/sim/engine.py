@@ -54,7 +54,9 @@ class Simulation:
 
         i = 0
         while i < len(reqs) or heap:
-            if i < len(reqs) and (not heap or reqs[i].arrival_s <= heap[0][0]):
+            arrival = i < len(reqs) and (not heap or reqs[i].arrival_s <= heap[0][0])
+            self._advance(reqs[i].arrival_s if arrival else heap[0][0], schedule)
+            if arrival:
                 r = reqs[i]
                 i += 1
                 self._arrive(r, schedule, rejected)
@@ -69,6 +71,9 @@ class Simulation:
         if self.on_progress:
             self.on_progress(len(reqs))
         return reqs
+
+    def _advance(self, now: float, schedule) -> None:
+        """Called before each event; the autoscaled simulation runs its ticks here."""
 
     def _arrive(self, r: SimRequest, schedule, rejected) -> None:
         req = RouteRequest(r.prompt_tokens, r.max_tokens, pinned_precision=r.pinned_precision,

@@ -174,3 +174,30 @@ def test_bad_values_fail_with_a_clear_message(helm, tmp_path, mutate, needle):
     out = render(helm, values, tmp_path)
     assert out.returncode != 0
     assert needle in out.stderr, out.stderr
+
+
+def test_autoscaled_pool_and_api_key_secret_reach_the_rayservice(helm, validator, tmp_path):
+    data = load_cluster_spec(CLUSTERS / "mixed.yaml").model_dump(mode="json", exclude_none=True)
+    for nt in data["node_types"]:
+        if nt["name"] == "rtx-3090-x2-nvlink":
+            nt["autoscaling"] = {"min_replicas": 1}
+    values = values_for(ClusterSpec.model_validate(data))
+    values["apiKeys"] = {"secretName": "orchestrator-keys", "secretKey": "keys"}
+    out = render(helm, values, tmp_path)
+    assert out.returncode == 0, out.stderr
+    rs = next(d for d in docs(out.stdout) if d["kind"] == "RayService")
+    validator.validate(rs)
+    serve = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    app = serve["applications"][0]
+    assert app["autoscaling_policy"]["policy_function"].endswith(":ClusterAutoscaler")
+    assert app["args"]["scaling"]["pool-rtx-3090-x2-nvlink"] == {
+        "min_replicas": 1, "max_replicas": 2, "initial_replicas": 1}
+    groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert groups["rtx-3090-x2-nvlink"]["minReplicas"] == 1
+    assert groups["rtx-3090-x2-nvlink"]["maxReplicas"] == 2
+    pods = [rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]] + [
+        g["template"] for g in groups.values()]
+    for pod in pods:
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        assert env["ORCHESTRATOR_API_KEYS"]["valueFrom"]["secretKeyRef"] == {
+            "name": "orchestrator-keys", "key": "keys"}

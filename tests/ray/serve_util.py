@@ -24,7 +24,8 @@ def deploy(app, port: int, timeout_s: float = 180) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if get(base + "/health")[0] == 200:
+            body = get(base + "/health")[1]
+            if isinstance(body, dict) and body.get("status") == "ok":
                 return base
         except OSError:
             pass
@@ -32,9 +33,10 @@ def deploy(app, port: int, timeout_s: float = 180) -> str:
     raise TimeoutError(f"{base} not healthy in {timeout_s} s")
 
 
-def get(url: str):
+def get(url: str, headers: dict | None = None):
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=30) as r:
             return r.status, json.loads(r.read().decode()), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, _json(e.read()), dict(e.headers)

@@ -80,6 +80,7 @@ def test_stop_and_pinned_precisions(client):
 
 def test_both_pools_report_stats(client):
     _, base = client
-    status, pools, _ = get(f"{base}/status")
+    status, body, _ = get(f"{base}/status")
     assert status == 200
+    pools = body["pools"]
     assert {p["precision"] for p in pools.values()} == {"f16", "q4_k_m"}

@@ -75,3 +75,18 @@ def test_flapping_load_does_not_flap_replicas():
         history.append(dict(replicas))
     changes = sum(1 for a, b in zip(history, history[1:]) if a != b)
     assert changes <= 2, history
+
+
+def test_spill_target_neither_shrinks_nor_grows_inside_its_cooldown():
+    state = PolicyState()
+    knobs = Knobs(up_cooldown_s=10, down_delay_s=60)
+    capped = {"a100": PoolLoad(1, 2, 0), "r3090": PoolLoad(4, 24, 12, waiting_pinned=0)}
+    spec_a = PoolSpec("a100", "f16", 100, 64, 5000, min_replicas=1, max_replicas=3)
+    specs = [spec_a, AWQ]
+    first = {d.pool: d for d in decide(specs, capped, 100.0, state, knobs)}
+    assert first["a100"].desired == 2  # spill-over grows F16
+    # 5 s later: the same spill inside the cooldown changes nothing, and the low
+    # utilization of the new F16 replica does not start a countdown to shrink it
+    again = {d.pool: d for d in decide(specs, {**capped, "a100": PoolLoad(2, 2, 0)}, 105.0,
+                                       state, knobs)}
+    assert again["a100"].desired == 2 and "a100" not in state.low_since

@@ -60,6 +60,8 @@ def test_overloaded_when_every_queue_is_full(views):
     for v in views:
         v.waiting = v.max_waiting
     assert route(policies.make("slo_aware"), req(), views).outcome == OVERLOADED
+    # a retry after a replica failed the request is not refused for a full queue
+    assert route(policies.make("slo_aware"), req(), views, bounded=False).outcome == OK
 
 
 def test_long_prompt_skips_the_slow_prefill_pool(views):

@@ -126,3 +126,27 @@ def test_trace_loading_and_errors(tmp_path):
         scale_rate(reqs, 0)
     with pytest.raises(UserError, match="valid: bursty, poisson"):
         synthetic("uniform", 1, 1)
+
+
+def test_autoscaled_replay_uses_fewer_replica_seconds_within_the_inventory():
+    from orchestrator.sim.run import Autoscale
+
+    spec = load_cluster_spec(CLUSTERS / "mixed-autoscale.yaml")
+    plan = plan_cluster(spec)
+    # a quiet start, a burst, and quiet again
+    quiet = synthetic("poisson", 0.3, 120, seed=1)
+    burst = synthetic("poisson", 6.0, 1200, seed=2)
+    t1 = quiet[-1].arrival_s
+    tail = synthetic("poisson", 0.3, 120, seed=3)
+    t2 = t1 + burst[-1].arrival_s
+    shift = dataclasses.replace
+    trace = (quiet + [shift(r, arrival_s=t1 + r.arrival_s) for r in burst]
+             + [shift(r, arrival_s=t2 + r.arrival_s) for r in tail])
+    auto = Scenario(plan, trace, autoscale=Autoscale.from_spec(plan, spec, cold_start_s=30))
+    fixed = Scenario(plan, trace)
+    a, f = auto.run("slo_aware"), fixed.run("slo_aware")
+    log = auto.last_scaling
+    assert a.replica_seconds < 0.8 * f.replica_seconds
+    assert any(d > 1 for _, pool, d in log.events)  # the burst grew a pool
+    assert all(log.peak[n.node_type] <= n.replicas for n in plan.pools())
+    assert a.slo_attainment > 0.5 and a.completed + a.rejected == a.requests

@@ -34,6 +34,25 @@ applications:
       slo_ttft_s: {{ .Values.routing.sloTtftSeconds }}
       slo_tpot_s: {{ .Values.routing.sloTpotSeconds }}
       plan: {{ .Values.plan | quote }}
+      serving: {{ toJson .Values.serving }}
+      {{- if .Values.scaling }}
+      scaling: {{ toJson .Values.scaling }}
+      {{- end }}
+    {{- if .Values.autoscalingPolicy }}
+    autoscaling_policy: {{ toJson .Values.autoscalingPolicy }}
+    {{- end }}
+{{- end -}}
+
+{{/* API keys reach every Ray pod from a Secret: the app is built wherever Serve runs its
+build task, and only the keys' digests go further. */}}
+{{- define "orchestrator.keyEnv" -}}
+{{- if .Values.apiKeys.secretName }}
+- name: {{ .Values.serving.api_keys_env | default "ORCHESTRATOR_API_KEYS" }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.apiKeys.secretName }}
+      key: {{ .Values.apiKeys.secretKey }}
+{{- end }}
 {{- end -}}
 
 {{- define "orchestrator.volumes" -}}

@@ -1,0 +1,159 @@
+"""Our endpoint's vLLM pool against Ray Serve LLM, side by side in one run, on the demo model
+(Gemma 3 270M BF16, the safetensors our build dequantizes from the shipped GGUF):
+
+  ours              `orchestrator up clusters/local-vllm.yaml`, requests pinned to the vLLM
+                    BF16 pool (`gemma-3-270m:bf16`)
+  Ray Serve LLM     `ray.serve.llm.build_openai_app` serving the same checkpoint with the
+                    same engine settings (eager, bf16, same max_model_len and KV space)
+
+Seed method: 512-token prompt (start varied per request, so no prefix cache skips the
+prefill), 256 output tokens, median of --runs runs, at each concurrency. Run it in the
+virtualenv that has vLLM's CPU build (`make test-vllm` or `make run-vllm` creates it):
+
+  .venv-vllm/bin/python benchmarks/vllm_vs_ray_serve_llm.py [--runs 5] [--concurrency 1 4]
+
+Each system starts, is measured and stops before the next starts, so they never share the
+two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.bench import client as bc
+from orchestrator.bench import report
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SPEC = ROOT / "clusters/local-vllm.yaml"
+OURS_PORT, PEER_PORT = 8018, 8019
+
+
+async def http_runs(url, model, runs, conc, salt):
+    cl = bc.Client(url, model, None, chat=False, timeout_s=900)
+    try:
+        await cl.resolve_model()
+        rounds, measured = await bc.seed_method(cl, 512, 256, runs, conc, salt0=salt)
+    finally:
+        await cl.close()
+    return report.seed_result(url, cl.model, rounds, measured, conc)
+
+
+def row(name, conc, r, start_s):
+    return {"system": name, "concurrency": conc, "errors": r.errors, "start_s": start_s,
+            "prompt_tokens": r.prompt_tokens,
+            "ttft_p50_s": r.ttft_s.get("p50"), "ttft_p99_s": r.ttft_s.get("p99"),
+            "decode_tok_s": r.decode_tok_s_median, "e2e_tok_s": r.e2e_tok_s_median,
+            "aggregate_tok_s": r.aggregate_tok_s_median}
+
+
+def vllm_artifact() -> dict:
+    """Build (or find in the store) the vLLM pool's artifact; its vllm.json holds the engine
+    settings both systems then use."""
+    out = subprocess.run([BIN / "orchestrator", "build", str(SPEC), "--only", "cpu-vllm",
+                          "--json"], check=True, capture_output=True, text=True)
+    path = Path(json.loads(out.stdout)["outcomes"][0]["path"])
+    rec = json.loads((path / "vllm.json").read_text())
+    return {**rec, "model": str(path / rec["model"])}
+
+
+def ours(args, rows):
+    subprocess.run([BIN / "orchestrator", "down"], capture_output=True)
+    t0 = time.monotonic()
+    subprocess.run([BIN / "orchestrator", "up", str(SPEC), "--port", str(OURS_PORT)],
+                   check=True, capture_output=True)
+    start_s = time.monotonic() - t0
+    try:
+        for conc in args.concurrency:
+            r = asyncio.run(http_runs(f"http://127.0.0.1:{OURS_PORT}", "gemma-3-270m:bf16",
+                                      args.runs, conc, 1000 + conc))
+            rows.append(row("ours, vLLM BF16 pool", conc, r, start_s))
+    finally:
+        subprocess.run([BIN / "orchestrator", "down"], capture_output=True)
+
+
+def ray_serve_llm(args, rows, rec):
+    import ray
+    from ray import serve
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    t0 = time.monotonic()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": PEER_PORT})
+        cfg = LLMConfig(
+            model_loading_config={"model_id": "gemma", "model_source": rec["model"]},
+            deployment_config={"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
+            accelerator_config={"kind": "cpu"},
+            engine_kwargs={"max_model_len": rec["max_model_len"], "dtype": rec["dtype"],
+                           "enforce_eager": rec.get("enforce_eager", False)},
+            runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE":
+                                      str(rec.get("cpu_kv_space_gib") or 2)}})
+        serve.run(build_openai_app({"llm_configs": [cfg]}), blocking=False)
+        _wait_models(f"http://127.0.0.1:{PEER_PORT}/v1/models")
+        start_s = time.monotonic() - t0
+        for conc in args.concurrency:
+            r = asyncio.run(http_runs(f"http://127.0.0.1:{PEER_PORT}", "gemma", args.runs,
+                                      conc, 2000 + conc))
+            rows.append(row("Ray Serve LLM", conc, r, start_s))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _wait_models(url, timeout=900):
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if json.loads(r.read()).get("data"):
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(2)
+    raise TimeoutError(url)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+    rec = vllm_artifact()
+    rows: list[dict] = []
+    ours(args, rows)
+    ray_serve_llm(args, rows, rec)
+    print(f"engine settings (both): {json.dumps({k: rec[k] for k in sorted(rec)})}")
+    print("| system | C | errors | start s | TTFT p50 s | TTFT p99 s | decode tok/s | "
+          "e2e tok/s | aggregate tok/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for x in rows:
+        f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+        print(f"| {x['system']} | {x['concurrency']} | {x['errors']} | {f(x['start_s'], 0)} | "
+              f"{f(x['ttft_p50_s'])} | {f(x['ttft_p99_s'])} | {f(x['decode_tok_s'], 1)} | "
+              f"{f(x['e2e_tok_s'], 1)} | {f(x['aggregate_tok_s'], 1)} |")
+    by = {(x["system"], x["concurrency"]): x for x in rows}
+    for conc in args.concurrency:
+        a, b = by.get(("ours, vLLM BF16 pool", conc)), by.get(("Ray Serve LLM", conc))
+        if a and b and b["aggregate_tok_s"]:
+            print(f"C={conc}: ours / Ray Serve LLM throughput = "
+                  f"{a['aggregate_tok_s'] / b['aggregate_tok_s']:.3f}; TTFT p50 "
+                  f"{a['ttft_p50_s']:.2f} s vs {b['ttft_p50_s']:.2f} s")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=2))
+    print("medians over", args.runs, "runs; machine:", os.cpu_count(), "cores", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Autoscaling for real: Serve's application-level policy (autoscale/serve_policy.py) on an
+emulated mixed cluster (one 4x A100 node, three 2x3090 nodes, a CPU head; simulated
+engines). A load ramp grows the 3090 pool up to its inventory and never past it, the F16
+pool stays put, idle shrinks it again, and a manual override pins it."""
+
+import concurrent.futures as cf
+import threading
+import time
+
+import pytest
+
+from orchestrator.autoscale.bounds import scaling_config
+from orchestrator.config import ClusterSpec, load_cluster_spec
+from orchestrator.k8s.values import compact_plan
+from orchestrator.planner.select import plan_cluster
+from orchestrator.serve import lifecycle
+from orchestrator.serve.app import deployment_name
+from tests.conftest import CLUSTERS
+from tests.ray.serve_util import free_port, get, post
+
+pytestmark = pytest.mark.ray
+
+A100, R3090 = "a100-80g-sxm-x4-nvlink", "rtx-3090-x2-nvlink"
+NODES = {"a100": {"CPU": 1, "GPU": 4, f"gpu_group:{A100}": 1},
+         **{f"r3090-{i}": {"CPU": 1, "GPU": 2, f"gpu_group:{R3090}": 1} for i in "abc"}}
+MODEL = "llama-3.1-70b"
+POOL = f"pool-{R3090}"
+
+
+def spec():
+    data = load_cluster_spec(CLUSTERS / "mixed.yaml").model_dump(mode="json",
+                                                                 exclude_none=True)
+    for nt in data["node_types"]:
+        if nt["name"] == R3090:
+            nt.update(count=3, autoscaling={"min_replicas": 1})
+    data["autoscaling"] = {"up_cooldown_s": 2, "down_delay_s": 6}
+    return ClusterSpec.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_cluster):
+    from ray import serve
+
+    s = spec()
+    plan = plan_cluster(s)
+    names = {n.node_type: deployment_name(n.node_type) for n in plan.pools()}
+    scaling, kwargs = scaling_config(plan, s, names, lifecycle.APP_NAME)
+    assert scaling[POOL] == {"min_replicas": 1, "max_replicas": 3, "initial_replicas": 1}
+    port = free_port()
+    lifecycle.deploy_config({"plan": compact_plan(plan).model_dump_json(), "model_name": MODEL,
+                             "engine": "simulated", "scaling": scaling,
+                             "serving": {"max_waiting": 4, "api_keys_env": None}},
+                            kwargs, "127.0.0.1", port)
+    base = f"http://127.0.0.1:{port}"
+    lifecycle.wait_healthy(base, 180)
+    yield base
+    serve.shutdown()
+
+
+def replicas(base) -> dict[str, int]:
+    return {dep: len(p["replicas"]) for dep, p in get(f"{base}/status")[1]["pools"].items()}
+
+
+def wait_for(cond, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+def test_starts_at_min(endpoint):
+    assert replicas(endpoint) == {f"pool-{A100}": 1, POOL: 1}
+
+
+def test_ramp_grows_the_3090_pool_to_its_inventory_and_no_further(endpoint):
+    stop = threading.Event()
+    seen = []
+
+    def client(i):
+        while not stop.is_set():
+            # ~10 s of simulated 3090 decoding each: 16 clients keep ~16 sequences in
+            # flight, where one replica holds 6
+            post(f"{endpoint}/v1/completions", {"model": f"{MODEL}:awq_int4",
+                                                "prompt": f"load {i}", "max_tokens": 200})
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        for i in range(16):
+            pool.submit(client, i)
+        try:
+            t0 = time.monotonic()
+
+            def grown():
+                seen.append(replicas(endpoint)[POOL])
+                return seen[-1] == 3
+
+            wait_for(grown, 90, "the 3090 pool reaches its 3 GPU groups")
+            grew_in = time.monotonic() - t0
+            time.sleep(5)  # held at the inventory under continued load
+            seen.append(replicas(endpoint)[POOL])
+        finally:
+            stop.set()
+    assert max(seen) == 3 and seen[-1] == 3, seen
+    assert replicas(endpoint)[f"pool-{A100}"] == 1  # pinned 4-bit load never grows F16
+    decided = get(f"{endpoint}/status")[1]["autoscaling"]["pools"]
+    assert decided[POOL]["max"] == 3 and decided[POOL]["reason"]
+    print(f"grew 1 -> 3 in {grew_in:.1f} s")
+
+
+def test_idle_shrinks_back_to_min(endpoint):
+    wait_for(lambda: replicas(endpoint)[POOL] == 1, 90, "idle shrinks the pool to 1")
+    reason = get(f"{endpoint}/status")[1]["autoscaling"]["pools"][POOL]["reason"]
+    assert reason
+
+
+def test_manual_override_pins_and_releases(endpoint):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    r = CliRunner().invoke(main, ["scale", R3090, "5", "--address", "auto"])
+    assert r.exit_code != 0 and "1 to 3 replicas" in r.output
+    r = CliRunner().invoke(main, ["scale", R3090, "2", "--address", "auto"])
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: replicas(endpoint)[POOL] == 2, 60, "the override takes the pool to 2")
+    time.sleep(8)  # idle longer than down_delay_s: the override holds
+    assert replicas(endpoint)[POOL] == 2
+    assert "manual override" in get(f"{endpoint}/status")[1]["autoscaling"]["pools"][POOL][
+        "reason"]
+    r = CliRunner().invoke(main, ["scale", R3090, "auto", "--address", "auto"])
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: replicas(endpoint)[POOL] == 1, 60, "released, idle shrinks it again")

