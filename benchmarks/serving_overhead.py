@@ -31,6 +31,9 @@ from pathlib import Path
 from orchestrator.bench import client as bc
 from orchestrator.bench import report
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import http_runs, print_table, row  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -39,16 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-async def http_runs(url, model, runs, conc, salt):
-    cl = bc.Client(url, model, None, chat=False, timeout_s=900)
-    try:
-        await cl.resolve_model()
-        rounds, measured = await bc.seed_method(cl, 512, 256, runs, conc, salt0=salt)
-    finally:
-        await cl.close()
-    return report.seed_result(url, cl.model, rounds, measured, conc)
 
 
 async def inprocess_runs(model_path, threads, runs, conc, salt):
@@ -105,14 +98,6 @@ def _wait(url, timeout=120):
     raise TimeoutError(url)
 
 
-def row(name, conc, r):
-    return {"system": name, "concurrency": conc, "errors": r.errors,
-            "prompt_tokens": r.prompt_tokens,
-            "ttft_p50_s": r.ttft_s.get("p50"), "ttft_p99_s": r.ttft_s.get("p99"),
-            "decode_tok_s": r.decode_tok_s_median, "e2e_tok_s": r.e2e_tok_s_median,
-            "aggregate_tok_s": r.aggregate_tok_s_median}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,14 +137,7 @@ def main() -> None:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait()
-    print("| system | C | errors | TTFT p50 s | TTFT p99 s | decode tok/s | e2e tok/s | "
-          "aggregate tok/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for x in rows:
-        f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-        print(f"| {x['system']} | {x['concurrency']} | {x['errors']} | {f(x['ttft_p50_s'])} | "
-              f"{f(x['ttft_p99_s'])} | {f(x['decode_tok_s'], 1)} | {f(x['e2e_tok_s'], 1)} | "
-              f"{f(x['aggregate_tok_s'], 1)} |")
+    print_table(rows)
     by = {(x["system"], x["concurrency"]): x for x in rows}
     for conc in args.concurrency:
         ours = by.get(("ours, Q4_K_M pool (1 core)", conc))

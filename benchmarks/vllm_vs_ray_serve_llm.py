@@ -27,31 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.bench import client as bc
-from orchestrator.bench import report
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import http_runs, print_table, row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SPEC = ROOT / "clusters/local-vllm.yaml"
 OURS_PORT, PEER_PORT = 8018, 8019
-
-
-async def http_runs(url, model, runs, conc, salt):
-    cl = bc.Client(url, model, None, chat=False, timeout_s=900)
-    try:
-        await cl.resolve_model()
-        rounds, measured = await bc.seed_method(cl, 512, 256, runs, conc, salt0=salt)
-    finally:
-        await cl.close()
-    return report.seed_result(url, cl.model, rounds, measured, conc)
-
-
-def row(name, conc, r, start_s):
-    return {"system": name, "concurrency": conc, "errors": r.errors, "start_s": start_s,
-            "prompt_tokens": r.prompt_tokens,
-            "ttft_p50_s": r.ttft_s.get("p50"), "ttft_p99_s": r.ttft_s.get("p99"),
-            "decode_tok_s": r.decode_tok_s_median, "e2e_tok_s": r.e2e_tok_s_median,
-            "aggregate_tok_s": r.aggregate_tok_s_median}
 
 
 def vllm_artifact() -> dict:
@@ -74,7 +56,8 @@ def ours(args, rows):
         for conc in args.concurrency:
             r = asyncio.run(http_runs(f"http://127.0.0.1:{OURS_PORT}", "gemma-3-270m:bf16",
                                       args.runs, conc, 1000 + conc))
-            rows.append(row("ours, vLLM BF16 pool", conc, r, start_s))
+            rows.append(row("ours, vLLM BF16 pool", conc, r, start_s=start_s))
+            print(json.dumps(rows[-1]), flush=True)
     finally:
         subprocess.run([BIN / "orchestrator", "down"], capture_output=True)
 
@@ -85,7 +68,10 @@ def ray_serve_llm(args, rows, rec):
     from ray.serve.llm import LLMConfig, build_openai_app
 
     t0 = time.monotonic()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    # Ray Serve LLM reserves 2 logical CPUs for the engine's bundle and 1 for its ingress:
+    # declare enough logical CPUs for both (the two physical cores are what they are).
+    ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
+             log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": PEER_PORT})
         cfg = LLMConfig(
@@ -102,7 +88,8 @@ def ray_serve_llm(args, rows, rec):
         for conc in args.concurrency:
             r = asyncio.run(http_runs(f"http://127.0.0.1:{PEER_PORT}", "gemma", args.runs,
                                       conc, 2000 + conc))
-            rows.append(row("Ray Serve LLM", conc, r, start_s))
+            rows.append(row("Ray Serve LLM", conc, r, start_s=start_s))
+            print(json.dumps(rows[-1]), flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -128,21 +115,18 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--only", choices=["ours", "ray-serve-llm"],
+                    help="measure one system (default: both, one after the other)")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
     rec = vllm_artifact()
     rows: list[dict] = []
-    ours(args, rows)
-    ray_serve_llm(args, rows, rec)
+    if args.only in (None, "ours"):
+        ours(args, rows)
+    if args.only in (None, "ray-serve-llm"):
+        ray_serve_llm(args, rows, rec)
     print(f"engine settings (both): {json.dumps({k: rec[k] for k in sorted(rec)})}")
-    print("| system | C | errors | start s | TTFT p50 s | TTFT p99 s | decode tok/s | "
-          "e2e tok/s | aggregate tok/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for x in rows:
-        f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-        print(f"| {x['system']} | {x['concurrency']} | {x['errors']} | {f(x['start_s'], 0)} | "
-              f"{f(x['ttft_p50_s'])} | {f(x['ttft_p99_s'])} | {f(x['decode_tok_s'], 1)} | "
-              f"{f(x['e2e_tok_s'], 1)} | {f(x['aggregate_tok_s'], 1)} |")
+    print_table(rows, {"start_s": "start s"})
     by = {(x["system"], x["concurrency"]): x for x in rows}
     for conc in args.concurrency:
         a, b = by.get(("ours, vLLM BF16 pool", conc)), by.get(("Ray Serve LLM", conc))

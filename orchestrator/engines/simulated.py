@@ -5,10 +5,9 @@ simulator's cousins in tests where only timing matters; never used by `make run`
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import AsyncIterator
 
-from orchestrator.engines.base import Chunk, Engine, EngineStats, GenerateRequest
+from orchestrator.engines.base import Chunk, Engine, EngineStats, GenerateRequest, TokenRate
 from orchestrator.planner.performance import Speeds
 
 PLACEHOLDER = " tok"
@@ -26,8 +25,7 @@ class SimulatedEngine(Engine):
         self.waiting = 0
         self.slots: asyncio.Semaphore | None = None
         self.cancelled: set[str] = set()
-        self.tokens_out = 0
-        self.started = time.monotonic()
+        self.rate = TokenRate()  # recent, as the real engines report it
 
     async def start(self) -> None:
         self.slots = asyncio.Semaphore(self.max_batch)
@@ -57,7 +55,7 @@ class SimulatedEngine(Engine):
                         await asyncio.sleep(step * self.time_scale)
                     self.running[req.request_id][0] += 1
                     self.running[req.request_id][1] -= 1
-                    self.tokens_out += 1
+                    self.rate.add()
                     yield Chunk(PLACEHOLDER, i, n_prompt,
                                 "length" if i == req.max_tokens else None)
             finally:
@@ -73,8 +71,7 @@ class SimulatedEngine(Engine):
                            decode_tokens_left=sum(left for _, left in self.running.values()),
                            running_context_tokens=ctx, kv_used_tokens=ctx,
                            kv_capacity_tokens=self.kv_capacity,
-                           recent_tokens_per_s=self.tokens_out / max(
-                               time.monotonic() - self.started, 1e-9))
+                           recent_tokens_per_s=self.rate.per_s())
 
     async def stop(self) -> None:
         self.running.clear()

@@ -8,6 +8,15 @@ import time
 import urllib.error
 import urllib.request
 
+# The reference mixed cluster emulated on this machine: a 4x A100 node and two 2x3090 nodes
+# (the head, with no GPU group, joins them in conftest.ray_cluster).
+A100, R3090 = "a100-80g-sxm-x4-nvlink", "rtx-3090-x2-nvlink"
+MIXED_NODES = {
+    "a100": {"CPU": 1, "GPU": 4, f"gpu_group:{A100}": 1},
+    "r3090-a": {"CPU": 1, "GPU": 2, f"gpu_group:{R3090}": 1},
+    "r3090-b": {"CPU": 1, "GPU": 2, f"gpu_group:{R3090}": 1},
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -16,13 +16,11 @@ from orchestrator.planner.select import plan_cluster
 from orchestrator.serve import lifecycle
 from orchestrator.serve.app import deployment_name
 from tests.conftest import CLUSTERS
-from tests.ray.serve_util import free_port, get, post
+from tests.ray.serve_util import A100, MIXED_NODES, R3090, free_port, get, post
 
 pytestmark = pytest.mark.ray
 
-A100, R3090 = "a100-80g-sxm-x4-nvlink", "rtx-3090-x2-nvlink"
-NODES = {"a100": {"CPU": 1, "GPU": 4, f"gpu_group:{A100}": 1},
-         **{f"r3090-{i}": {"CPU": 1, "GPU": 2, f"gpu_group:{R3090}": 1} for i in "abc"}}
+NODES = {**MIXED_NODES, "r3090-c": MIXED_NODES["r3090-a"]}
 MODEL = "llama-3.1-70b"
 POOL = f"pool-{R3090}"
 
@@ -131,3 +129,25 @@ def test_manual_override_pins_and_releases(endpoint):
     r = CliRunner().invoke(main, ["scale", R3090, "auto", "--address", "auto"])
     assert r.exit_code == 0, r.output
     wait_for(lambda: replicas(endpoint)[POOL] == 1, 60, "released, idle shrinks it again")
+
+
+def test_up_deploys_an_autoscaled_spec_through_the_cli(endpoint, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from ray import serve
+
+    from orchestrator.cli import main
+
+    serve.shutdown()  # the module's app makes room for the one `up` deploys
+    monkeypatch.setattr(lifecycle, "STATE", tmp_path / "state.json")
+    port = free_port()
+    r = CliRunner().invoke(main, ["up", str(CLUSTERS / "mixed-autoscale.yaml"), "--address",
+                                  "auto", "--simulated-engines", "--port", str(port),
+                                  "--timeout", "180"])
+    assert r.exit_code == 0, r.output
+    base = f"http://127.0.0.1:{port}"
+    status = get(f"{base}/status")[1]
+    assert {d: len(p["replicas"]) for d, p in status["pools"].items()} == {
+        f"pool-{A100}": 1, POOL: 1}
+    assert status["autoscaling"]["pools"][POOL]["max"] == 6  # the spec's inventory
+    r = CliRunner().invoke(main, ["status", "--address", "auto"])
+    assert r.exit_code == 0 and "Autoscaling" in r.output, r.output

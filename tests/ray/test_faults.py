@@ -16,16 +16,11 @@ from orchestrator.config import load_cluster_spec
 from orchestrator.planner.select import plan_cluster
 from orchestrator.serve.app import build_app
 from tests.conftest import CLUSTERS
-from tests.ray.serve_util import deploy, free_port, get, post
+from tests.ray.serve_util import MIXED_NODES, R3090, deploy, free_port, get, post
 
 pytestmark = pytest.mark.ray
 
-A100, R3090 = "a100-80g-sxm-x4-nvlink", "rtx-3090-x2-nvlink"
-NODES = {
-    "a100": {"CPU": 1, "GPU": 4, f"gpu_group:{A100}": 1},
-    "r3090-a": {"CPU": 1, "GPU": 2, f"gpu_group:{R3090}": 1},
-    "r3090-b": {"CPU": 1, "GPU": 2, f"gpu_group:{R3090}": 1},
-}
+NODES = MIXED_NODES
 MODEL = "llama-3.1-70b"
 MAX_WAITING = 4
 

@@ -16,16 +16,12 @@ from orchestrator.planner.select import plan_cluster
 from orchestrator.serve.app import build_app
 from orchestrator.serve.auth import digest
 from tests.conftest import CLUSTERS
-from tests.ray.serve_util import deploy, free_port, get, post
+from tests.ray.serve_util import MIXED_NODES, deploy, free_port, get, post
 
 pytestmark = pytest.mark.ray
 schemathesis = pytest.importorskip("schemathesis")
 
-A100, R3090 = "a100-80g-sxm-x4-nvlink", "rtx-3090-x2-nvlink"
-NODES = {
-    "a100": {"CPU": 1, "GPU": 4, f"gpu_group:{A100}": 1},
-    "r3090": {"CPU": 1, "GPU": 2, f"gpu_group:{R3090}": 1},
-}
+NODES = {k: v for k, v in MIXED_NODES.items() if k != "r3090-b"}
 MODEL = "llama-3.1-70b"
 KEY = secrets.token_urlsafe(32)
 AUTH = {"Authorization": f"Bearer {KEY}"}
