@@ -35,6 +35,7 @@ from orchestrator.serve.pool_router import registry
 CHARS_PER_TOKEN = 4.0  # routing estimate only; the pool counts exactly before it generates
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_BODY = 1 << 20
+SUSPECT_S = 10.0  # how long a replica that failed a request is passed over
 
 # No /docs or /redoc: their pages load scripts from the internet. /openapi.json stays.
 app = FastAPI(title="orchestrator", description="One OpenAI-compatible endpoint over "
@@ -123,6 +124,9 @@ class Ingress:
         self.public = set(auth.get("public", ["/health"]))
         self.max_body = int(config.get("max_body_bytes", DEFAULT_MAX_BODY))
         self.refused: dict[str, float] = {}  # autoscaling signal, reset when Serve reads it
+        # replica id -> until when to avoid it: one that just failed a request (its node
+        # may be gone) stays listed by Serve for seconds; no request should retry onto it
+        self.suspect: dict[str, float] = {}
 
     def _authorize(self, request: Request, path: str) -> None:
         if not self.key_digests or path in self.public:
@@ -158,7 +162,11 @@ class Ingress:
                 self.ledger.report(rid, info.get("stats") or {})
         self.templates = static  # replicas that are gone drop out
         self.ledger.sync(static)
-        return self.ledger.views()
+        views = self.ledger.views()
+        now = time.monotonic()
+        self.suspect = {k: t for k, t in self.suspect.items() if t > now}
+        healthy = [v for v in views if v.id not in self.suspect]
+        return healthy or views
 
     def _model(self, model: str) -> Optional[str]:
         base, _, pin = model.partition(":")
@@ -299,13 +307,14 @@ class Ingress:
         else:
             payload["prompt"] = body.prompt
         if body.stream:
-            stream, first, dep, t0 = await self._start(rr, payload)
+            stream, first, dep, t0, _ = await self._start(rr, payload)
             return StreamingResponse(self._sse(chat, rid, body.model, stream, first, dep, t0),
                                      media_type="text/event-stream", headers=self._headers(dep))
         # Nothing has reached a non-streaming client until the answer is complete, so a
         # replica lost mid-answer is retried from the start on another one.
         for attempt in range(self.retries + 1):
-            stream, first, dep, t0 = await self._start(rr, payload, retry=attempt > 0)
+            stream, first, dep, t0, replica = await self._start(rr, payload,
+                                                                retry=attempt > 0)
             try:
                 answer = await self._collect(chat, rid, body.model, stream, first, dep, t0)
                 return JSONResponse(answer, headers=self._headers(dep))
@@ -313,6 +322,7 @@ class Ingress:
                 raise
             except Exception as e:
                 self.m["errors"].labels(dep, "replica_failed_mid_answer").inc()
+                self.suspect[replica] = time.monotonic() + SUSPECT_S
                 last = e
         raise ApiError(503, f"the answer failed on {self.retries + 1} replicas "
                             f"({type(last).__name__}); retry shortly", "server_error",
@@ -354,11 +364,12 @@ class Ingress:
                 self.ledger.finished(payload["request_id"])
                 self.m["errors"].labels(dep, "replica_failed_before_first_token").inc()
                 tried.add(target.id)
+                self.suspect[target.id] = time.monotonic() + SUSPECT_S
                 last_error = e
                 continue
             self.ledger.token(payload["request_id"])
             self.m["ttft"].labels(dep).observe(time.monotonic() - t0)
-            return gen, first, dep, t0
+            return gen, first, dep, t0, target.id
         self.m["errors"].labels("-", "no_replica").inc()
         raise ApiError(503, f"no replica could serve the request ({type(last_error).__name__}"
                             f": {last_error}); retry shortly", "server_error",

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.ray
 
 NODES = MIXED_NODES
 MODEL = "llama-3.1-70b"
-MAX_WAITING = 4
+MAX_WAITING = 8  # room for the 10 requests the fault tests send at once
 
 
 @pytest.fixture(scope="module")

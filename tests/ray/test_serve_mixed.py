@@ -24,7 +24,7 @@ def endpoint(ray_cluster):
     from ray import serve
 
     plan = plan_cluster(load_cluster_spec(CLUSTERS / "mixed.yaml"))
-    app = build_app(plan, model_name=MODEL, engine="simulated", max_waiting=4)
+    app = build_app(plan, model_name=MODEL, engine="simulated", max_waiting=8)
     base = deploy(app, free_port())
     yield base
     serve.shutdown()
