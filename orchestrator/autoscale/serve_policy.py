@@ -22,6 +22,7 @@ from orchestrator.autoscale.policy import Knobs, PolicyState, PoolLoad, PoolSpec
 
 log = logging.getLogger("ray.serve")
 KV_NAMESPACE = "orchestrator"
+OVERRIDE_READ_S = 1.0
 
 
 def decisions_key(app: str) -> bytes:
@@ -53,6 +54,8 @@ class ClusterAutoscaler:
         self.app = app
         self.state = PolicyState()
         self.last_published = None
+        self.overrides_at = -OVERRIDE_READ_S
+        self.cached_overrides: dict[str, int] = {}
 
     def loads(self, contexts: dict) -> tuple[dict[str, PoolLoad], dict]:
         by_name = {dep.name: (dep, ctx) for dep, ctx in contexts.items()}
@@ -73,6 +76,14 @@ class ClusterAutoscaler:
         return loads, by_name
 
     def overrides(self) -> dict[str, int]:
+        # Serve calls the policy about ten times a second; the store is read once a second
+        if time.monotonic() - self.overrides_at < OVERRIDE_READ_S:
+            return self.cached_overrides
+        self.overrides_at = time.monotonic()
+        self.cached_overrides = self._read_overrides()
+        return self.cached_overrides
+
+    def _read_overrides(self) -> dict[str, int]:
         out = {}
         for s in self.specs:
             try:
