@@ -3,6 +3,10 @@ row, and the markdown table they print."""
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.request
+
 from orchestrator.bench import client as bc
 from orchestrator.bench import report
 
@@ -42,3 +46,17 @@ def print_table(rows: list[dict], extra: dict[str, str] | None = None) -> None:
                  *(f(x.get(k), 0) for k in extra), f(x["ttft_p50_s"]), f(x["ttft_p99_s"]),
                  f(x["decode_tok_s"], 1), f(x["e2e_tok_s"], 1), f(x["aggregate_tok_s"], 1)]
         print("| " + " | ".join(cells) + " |")
+
+
+def wait_for_models(url: str, timeout_s: float = 120, period_s: float = 0.5) -> None:
+    """Until an OpenAI server's /v1/models lists a model (it is up and has loaded one)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if json.loads(r.read()).get("data"):
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(period_s)
+    raise TimeoutError(url)

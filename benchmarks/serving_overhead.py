@@ -32,7 +32,7 @@ from orchestrator.bench import client as bc
 from orchestrator.bench import report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import http_runs, print_table, row  # noqa: E402
+from common import http_runs, print_table, row, wait_for_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -81,21 +81,8 @@ def start_peer(model_path, threads):
          "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
          "--interrupt_requests", "False"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait(f"http://127.0.0.1:{port}/v1/models")
+    wait_for_models(f"http://127.0.0.1:{port}/v1/models")
     return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait(url, timeout=120):
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import http_runs, print_table, row  # noqa: E402
+from common import http_runs, print_table, row, wait_for_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -83,7 +83,8 @@ def ray_serve_llm(args, rows, rec):
             runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE":
                                       str(rec.get("cpu_kv_space_gib") or 2)}})
         serve.run(build_openai_app({"llm_configs": [cfg]}), blocking=False)
-        _wait_models(f"http://127.0.0.1:{PEER_PORT}/v1/models")
+        wait_for_models(f"http://127.0.0.1:{PEER_PORT}/v1/models", timeout_s=900,
+                        period_s=2)
         start_s = time.monotonic() - t0
         for conc in args.concurrency:
             r = asyncio.run(http_runs(f"http://127.0.0.1:{PEER_PORT}", "gemma", args.runs,
@@ -93,21 +94,6 @@ def ray_serve_llm(args, rows, rec):
     finally:
         serve.shutdown()
         ray.shutdown()
-
-
-def _wait_models(url, timeout=900):
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if json.loads(r.read()).get("data"):
-                    return
-        except (OSError, ValueError):
-            pass
-        time.sleep(2)
-    raise TimeoutError(url)
 
 
 def main() -> None:
