@@ -82,8 +82,10 @@ def test_ingress_restart_fails_only_requests_in_flight(endpoint):
         time.sleep(0.8)
         os.kill(old, signal.SIGKILL)
         results = [f.result() for f in inflight]
-    failed = [r for r in results if r[0] != 200]
-    assert len(failed) <= len(inflight)
+    # every request in flight was answered (none hung, none lost its connection
+    # unanswered): a full answer, or a server error saying the ingress went away
+    codes = [s for s, _, _ in results]
+    assert all(c == 200 or c >= 500 for c in codes), codes
 
     def back():
         try:
