@@ -26,6 +26,16 @@ class RouteRequest:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.max_tokens
 
+    @property
+    def constrained(self) -> bool:
+        """The request limits where it may go (a pinned precision or a floor)."""
+        return self.pinned_precision is not None or self.min_rank is not None
+
+    def accepts(self, precision: str, quality_rank: int) -> bool:
+        """Whether a pool serving ``precision`` may take this request."""
+        return ((self.pinned_precision is None or precision == self.pinned_precision)
+                and (self.min_rank is None or quality_rank >= self.min_rank))
+
 
 @dataclass
 class ReplicaView:

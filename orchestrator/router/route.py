@@ -30,9 +30,7 @@ def route(policy: Policy, req: RouteRequest, replicas: Sequence[ReplicaView], *,
           bounded: bool = True) -> RouteDecision:
     """``bounded=False`` lets the request past full queues: for a retry after a replica
     failed it, which the system owes the client and must not turn into a 429."""
-    precise = [r for r in replicas
-               if (req.pinned_precision is None or r.precision == req.pinned_precision)
-               and (req.min_rank is None or r.quality_rank >= req.min_rank)]
+    precise = [r for r in replicas if req.accepts(r.precision, r.quality_rank)]
     if not precise:
         have = sorted({r.precision for r in replicas})
         parts = ([f"precision {req.pinned_precision}"] if req.pinned_precision else []) + (

@@ -301,7 +301,7 @@ class Ingress:
         rid = oa.new_id(chat)
         payload = {"request_id": rid, "max_tokens": max_tokens,
                    "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop,
-                   "seed": body.seed, "pinned": pin is not None or floor is not None}
+                   "seed": body.seed, "pinned": rr.constrained}
         if chat:
             payload["messages"] = [m.model_dump() for m in body.messages]
         else:
@@ -378,8 +378,7 @@ class Ingress:
     def _configured(self, rr: RouteRequest) -> list[str]:
         """Pools of the deployment that could take this request when they have replicas."""
         return [dep for dep, f in self.pools.items()
-                if (rr.pinned_precision is None or f["precision"] == rr.pinned_precision)
-                and (rr.min_rank is None or PRECISIONS[f["precision"]].rank >= rr.min_rank)]
+                if rr.accepts(f["precision"], PRECISIONS[f["precision"]].rank)]
 
     def _route_error(self, d, rr: RouteRequest) -> ApiError:
         if d.outcome == UNSATISFIABLE_PRECISION:
@@ -410,7 +409,7 @@ class Ingress:
         if best is None:
             return
         self.refused[f"refused:{best}"] = self.refused.get(f"refused:{best}", 0.0) + 1
-        if rr.pinned_precision or rr.min_rank is not None:
+        if rr.constrained:
             key = f"refused_pinned:{best}"
             self.refused[key] = self.refused.get(key, 0.0) + 1
 

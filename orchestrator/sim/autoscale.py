@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from orchestrator.autoscale.policy import Knobs, PolicyState, PoolLoad, PoolSpec, decide
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.planner.plan import Plan
-from orchestrator.router.context import view_from_plan
+from orchestrator.router.context import RouteRequest, view_from_plan
 from orchestrator.router.policies import Policy
 from orchestrator.router.route import OVERLOADED
 from orchestrator.sim.engine import Simulation
@@ -81,7 +81,8 @@ class AutoscaledSimulation(Simulation):
                     self.refused_pinned[best] = self.refused_pinned.get(best, 0) + 1
 
     def _best_pool(self, pinned: str | None) -> str | None:
-        fits = [s for s in self.specs if pinned is None or s.precision == pinned]
+        req = RouteRequest(0, 0, pinned_precision=pinned)
+        fits = [s for s in self.specs if req.accepts(s.precision, s.quality_rank)]
         return max(fits, key=lambda s: PRECISIONS[s.precision].rank).name if fits else None
 
     def _tick(self, now: float, schedule) -> None:
