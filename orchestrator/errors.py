@@ -23,3 +23,15 @@ class UnknownNameError(UserError):
 
 class NoFeasiblePlanError(UserError):
     """Nothing fits on any node type of the cluster."""
+
+
+class MissingExtraError(UserError):
+    """A backend's package is not installed where it is needed (a build node, a replica)."""
+
+    def __init__(self, package: str, extra: str, where: str = "the build node"):
+        self.package, self.extra = package, extra
+        super().__init__(f"{package} is not installed on {where}: "
+                         f"pip install 'orchestrator[{extra}]'")
+
+    def __reduce__(self):  # crosses Ray's process boundary with its arguments
+        return (type(self), (self.package, self.extra))

@@ -221,23 +221,41 @@ def artifacts_view(store, items) -> Group:
     return Group(*parts)
 
 
+def _engine_state(p: dict) -> str:
+    """loading | ready | failed, with the restarts and the last load's seconds."""
+    if "state" not in p:
+        return "-"
+    out = p["state"]
+    if p.get("load_s") is not None:
+        out += f", loaded in {p['load_s']:.0f} s"
+    if p.get("restarts"):
+        out += f", {p['restarts']} restart(s)"
+    return out
+
+
 def status_view(serve_st: dict, base: str, pools: dict, autoscaling: dict | None = None,
                 ) -> Group:
     parts: list = [Text(f"application: {serve_st['status']}  endpoint: {base}/v1",
                         style="bold")]
     t = Table(title="Pools")
-    for c in ("deployment", "precision", "status", "replicas", "nodes", "waiting", "running",
-              "tok/s"):
+    for c in ("deployment", "precision", "status", "engine", "replicas", "nodes", "waiting",
+              "running", "tok/s"):
         t.add_column(c, overflow="fold")
+    failures = []
     for name, d in serve_st["deployments"].items():
         p = pools.get(name, {})
         reps = p.get("replicas", [])
-        t.add_row(name, p.get("precision", "-"), d["status"],
+        t.add_row(name, p.get("precision", "-"), d["status"], _engine_state(p),
                   ", ".join(f"{k} {v}" for k, v in d["replicas"].items()) or "-",
                   ", ".join(sorted({(r.get("node_id") or "?")[:8] for r in reps})) or "-",
                   str(sum(r["waiting"] for r in reps)), str(sum(r["running"] for r in reps)),
                   f"{sum(r['tokens_per_s'] for r in reps):.1f}")
+        why = p.get("reason") or p.get("last_failure")
+        if why:
+            failures.append(f"{name}: {why}")
     parts.append(t)
+    for line in failures:  # the reason in full: a table cell would fold it out of sight
+        parts.append(Text(f"{line}", style="red"))
     if autoscaling:
         a = Table(title="Autoscaling (current, desired, bounds and why)")
         for c in ("deployment", "current", "desired", "min", "max", "why"):

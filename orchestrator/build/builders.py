@@ -12,13 +12,9 @@ from importlib import metadata
 from pathlib import Path
 
 from orchestrator.build.spec import BuildSpec
-from orchestrator.errors import OrchestratorError, UserError
+from orchestrator.errors import MissingExtraError, OrchestratorError, UserError
 
-
-class MissingExtraError(UserError):
-    def __init__(self, package: str, extra: str):
-        super().__init__(f"{package} is not installed on the build node: "
-                         f"pip install 'orchestrator[{extra}]'")
+__all__ = ["MissingExtraError", "BuildFailed", "Builder", "make"]  # MissingExtraError: re-export
 
 
 class BuildFailed(OrchestratorError):

@@ -14,7 +14,51 @@ from orchestrator.errors import OrchestratorError
 
 
 class EngineFault(OrchestratorError):
-    """The engine failed on a request (not the user's fault)."""
+    """The engine failed on a request (not the user's fault): the ingress retries it on
+    another replica and passes over this one for a while."""
+
+
+class RequestError(OrchestratorError):
+    """The request's own fault (a chat template that refuses its messages, a prompt longer
+    than the context once really tokenized, a sampling value an engine cannot take): an
+    HTTP 400 naming `param`, never retried, never held against the replica."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        self.message, self.param, self.code = message, param, code
+        super().__init__(message)
+
+    def __reduce__(self):  # crosses Ray's process boundary with its fields
+        return (RequestError, (self.message, self.param, self.code))
+
+
+def context_too_long(prompt: int, max_tokens: int, limit: int) -> RequestError:
+    return RequestError(f"prompt {prompt} tokens + max_tokens {max_tokens} = "
+                        f"{prompt + max_tokens} exceeds the context of {limit} tokens",
+                        "max_tokens", "context_length_exceeded")
+
+
+def template_error(e: Exception) -> RequestError:
+    """A chat template that raised: its own message (``raise_exception`` in the template)
+    tells the client what it refused; anything else is named by type only."""
+    said = str(e) if isinstance(e, (ValueError, TypeError)) or type(e).__module__.startswith(
+        "jinja2") else type(e).__name__
+    return RequestError(f"the model's chat template refused these messages: {said[:300]}",
+                        "messages", "invalid_messages")
+
+
+class Progress:
+    """When the engine last moved (took a request, produced a token, finished one), so a
+    health check can tell a busy engine from a wedged one."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.at = clock()
+
+    def mark(self) -> None:
+        self.at = self.clock()
+
+    def stalled_s(self, busy: bool) -> float:
+        return self.clock() - self.at if busy else 0.0
 
 
 @dataclass(frozen=True)
@@ -28,10 +72,13 @@ class GenerateRequest:
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
     prompt_tokens: int | None = None  # the caller's count of `prompt`, when it has one
+    # `prompt` is a chat template's output, which already holds the model's special tokens
+    # (BOS included): engines that would add a BOS when they encode must not add another
+    rendered_chat: bool = False
 
     def prompt_token_count(self, engine: "Engine", prompt: str) -> int:
         return self.prompt_tokens if self.prompt_tokens is not None \
-            else engine.count_tokens(prompt)
+            else engine.count_tokens(prompt, rendered_chat=self.rendered_chat)
 
 
 class TokenRate:
@@ -85,7 +132,13 @@ class Engine(abc.ABC):
     name = ""
 
     @abc.abstractmethod
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Load the model and prove it decodes; raise on any failure."""
+
+    def health(self, stall_s: float) -> None:
+        """Raise EngineFault when the engine is dead, or has had work without moving for
+        longer than ``stall_s``. Engines without a worker of their own have nothing to
+        check."""
 
     @abc.abstractmethod
     def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]: ...
@@ -100,7 +153,7 @@ class Engine(abc.ABC):
     async def stop(self) -> None: ...
 
     @abc.abstractmethod
-    def count_tokens(self, text: str) -> int: ...
+    def count_tokens(self, text: str, rendered_chat: bool = False) -> int: ...
 
     @abc.abstractmethod
     def render_chat(self, messages: list[dict]) -> str: ...

@@ -1,9 +1,9 @@
 """llama.cpp through llama-cpp-python: real on CPU here, with CUDA offload on GPUs.
 
 Every llama call runs on one dedicated thread: calling the model from several threads
-drops decode from ~44 to ~24 tok/s on 2 cores (its OpenMP thread teams, ARCHITECTURE.md).
-Requests queue FIFO and run one at a time; tokens reach asyncio through a queue.
-``logits_all`` stays off: it makes a 512-token prefill 2.4x slower.
+drops decode from ~44 to ~24 tok/s on 2 cores (its OpenMP thread teams; measured in
+docs/operations.md). Requests queue FIFO and run one at a time; tokens reach asyncio
+through a queue. ``logits_all`` stays off: it makes a 512-token prefill 2.4x slower.
 """
 
 from __future__ import annotations
@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import logging
 import threading
 from typing import AsyncIterator
 
 from orchestrator.engines import chat
 from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
-                                       GenerateRequest, TokenRate)
+                                       GenerateRequest, Progress, RequestError, TokenRate,
+                                       template_error)
+from orchestrator.errors import MissingExtraError
 
+log = logging.getLogger("ray.serve")
 _DONE = object()
+SEED_MASK = 0xFFFFFFFF  # llama.cpp's sampler seed is 32-bit; the API accepts 64-bit seeds
 
 
 class LlamaCppEngine(Engine):
@@ -33,36 +38,52 @@ class LlamaCppEngine(Engine):
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llama")
         self.cancelled: set[str] = set()
         self.lock = threading.Lock()
-        self.waiting: collections.OrderedDict[str, GenerateRequest] = collections.OrderedDict()
-        self.waiting_prompt_tokens = 0
+        self.waiting: collections.OrderedDict[str, tuple[int, int]] = \
+            collections.OrderedDict()  # id -> (prompt tokens, max_tokens)
         self.running: str | None = None
         self.running_left = 0
         self.running_context = 0
         self.rate = TokenRate()
+        self.progress = Progress()
 
     async def start(self) -> None:
-        def load():
+        try:
             import llama_cpp
+        except ImportError:
+            raise MissingExtraError("llama-cpp-python", "llamacpp", "this replica's node") \
+                from None
 
+        def load():
             # Prompt processing gets the same threads as decoding: left unset it takes every
             # core of the machine, which a replica holding one CPU does not own.
             self.llm = llama_cpp.Llama(
                 model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads, n_gpu_layers=self.n_gpu_layers,
                 logits_all=False, verbose=False)
+            # One real decode step before the replica says it is ready: an engine build that
+            # crashes on this CPU or this quantization fails the pool at `up`, not the first
+            # user's request.
+            for _ in self.llm.create_completion("Hello", max_tokens=1, temperature=0,
+                                                stream=True):
+                pass
 
         await asyncio.get_running_loop().run_in_executor(self.pool, load)
+        self.progress.mark()
 
     # -- text ----------------------------------------------------------------------------
-    def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         return len(self.llm.tokenize(text.encode(), add_bos=True, special=True))
 
     def render_chat(self, messages: list[dict]) -> str:
         template = self.llm.metadata.get("tokenizer.chat_template") or self.fallback_template
         if not template:
-            raise EngineFault("the model has no chat template; use /v1/completions")
+            raise RequestError("this model has no chat template; use /v1/completions",
+                               "messages", "chat_unsupported")
         # The GGUF's own BOS is added by the tokenizer, so the template's is left empty.
-        return chat.render(template, messages)
+        try:
+            return chat.render(template, messages)
+        except Exception as e:
+            raise template_error(e) from None
 
     # -- generation ----------------------------------------------------------------------
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
@@ -70,29 +91,31 @@ class LlamaCppEngine(Engine):
         queue: asyncio.Queue = asyncio.Queue()
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
         n_prompt = req.prompt_token_count(self, prompt)
+        rid = req.request_id
         with self.lock:
-            self.waiting[req.request_id] = req
-            self.waiting_prompt_tokens += n_prompt
+            self.waiting[rid] = (n_prompt, req.max_tokens)
 
         def emit(item):
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def work():
             with self.lock:
-                self.waiting.pop(req.request_id, None)
-                self.waiting_prompt_tokens -= n_prompt
-                self.running, self.running_left = req.request_id, req.max_tokens
-                self.running_context = n_prompt
-            try:
-                if req.request_id in self.cancelled:
-                    emit(_DONE)
+                if self.waiting.pop(rid, None) is None or rid in self.cancelled:
+                    self.cancelled.discard(rid)
+                    emit(_DONE)  # its client left while it waited
                     return
+                self.running, self.running_left = rid, req.max_tokens
+                self.running_context = n_prompt
+            self.progress.mark()
+            try:
+                seed = None if req.seed is None else req.seed & SEED_MASK
                 stream = self.llm.create_completion(
                     prompt, max_tokens=req.max_tokens, temperature=req.temperature,
-                    top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed, stream=True)
+                    top_p=req.top_p, stop=list(req.stop) or None, seed=seed, stream=True)
                 n = 0
                 for part in stream:
-                    if req.request_id in self.cancelled:
+                    self.progress.mark()
+                    if rid in self.cancelled:  # within one decode step of the client leaving
                         stream.close()
                         break
                     choice = part["choices"][0]
@@ -107,12 +130,14 @@ class LlamaCppEngine(Engine):
                         emit(Chunk(text, n, n_prompt, finish))
                 emit(_DONE)
             except Exception as e:  # handed to the caller's coroutine, never lost
-                emit(EngineFault(f"llama.cpp failed: {e}"))
+                log.error("llama.cpp failed on %s: %r", rid, e)
+                emit(EngineFault(f"llama.cpp failed: {type(e).__name__}"))
             finally:
                 with self.lock:
                     self.running = None
                     self.running_left = self.running_context = 0
-                self.cancelled.discard(req.request_id)
+                    self.cancelled.discard(rid)
+                self.progress.mark()
 
         future = loop.run_in_executor(self.pool, work)
         try:
@@ -125,18 +150,36 @@ class LlamaCppEngine(Engine):
                 yield item
         finally:
             if not future.done():  # the client went away: stop generating for it
-                self.cancelled.add(req.request_id)
+                self._forget(rid)
+
+    def _forget(self, rid: str) -> None:
+        with self.lock:
+            if self.waiting.pop(rid, None) is None and self.running == rid:
+                self.cancelled.add(rid)  # the worker sees it at its next token
 
     async def cancel(self, request_id: str) -> None:
-        self.cancelled.add(request_id)
+        self._forget(request_id)
+
+    def health(self, stall_s: float) -> None:
+        if self.llm is None:
+            raise EngineFault("llama.cpp engine is not loaded")
+        threads = list(getattr(self.pool, "_threads", ()))
+        if self.pool._shutdown or (threads and not any(t.is_alive() for t in threads)):
+            raise EngineFault("llama.cpp worker thread is gone")
+        with self.lock:
+            busy = self.running is not None or bool(self.waiting)
+        stalled = self.progress.stalled_s(busy)
+        if stalled > stall_s:
+            raise EngineFault(f"llama.cpp has had work and made no progress for "
+                              f"{stalled:.0f} s (bound {stall_s:.0f} s)")
 
     def stats(self) -> EngineStats:
         rate = self.rate.per_s()
         with self.lock:
             return EngineStats(
                 running=int(self.running is not None), waiting=len(self.waiting),
-                waiting_prefill_tokens=self.waiting_prompt_tokens,
-                waiting_output_tokens=sum(r.max_tokens for r in self.waiting.values()),
+                waiting_prefill_tokens=sum(p for p, _ in self.waiting.values()),
+                waiting_output_tokens=sum(m for _, m in self.waiting.values()),
                 decode_tokens_left=max(self.running_left, 0),
                 running_context_tokens=self.running_context,
                 kv_used_tokens=self.running_context, kv_capacity_tokens=self.n_ctx,

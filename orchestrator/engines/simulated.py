@@ -30,7 +30,7 @@ class SimulatedEngine(Engine):
     async def start(self) -> None:
         self.slots = asyncio.Semaphore(self.max_batch)
 
-    def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         return max(1, round(len(text) / self.chars_per_token))
 
     def render_chat(self, messages: list[dict]) -> str:

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 from typing import AsyncIterator
 
-from orchestrator.build.builders import MissingExtraError
-from orchestrator.engines.base import Chunk, Engine, EngineStats, GenerateRequest
+from orchestrator.errors import MissingExtraError
+from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
+                                       template_error)
 
 
 class TrtllmEngine(Engine):
@@ -20,12 +21,13 @@ class TrtllmEngine(Engine):
         self.tp = tensor_parallel_size
         self.llm = None
         self.running: dict[str, int] = {}
+        self.results: dict[str, object] = {}  # request id -> its GenerationResult
 
     async def start(self) -> None:
         try:
             import tensorrt_llm  # noqa: F401
         except ImportError:
-            raise MissingExtraError("tensorrt-llm", "trtllm") from None
+            raise MissingExtraError("tensorrt-llm", "trtllm", "this replica's node") from None
         engine = self.artifact_dir / "engine"
         if engine.is_dir():
             from tensorrt_llm._tensorrt_engine import LLM
@@ -39,30 +41,50 @@ class TrtllmEngine(Engine):
                            tensor_parallel_size=record["tensor_parallel_size"],
                            enable_chunked_prefill=record.get("enable_chunked_context", True))
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenizer.encode(text))
+    def encode(self, text: str, rendered_chat: bool = False) -> list[int]:
+        # A rendered chat template carries its own BOS: no second one in front.
+        return self.llm.tokenizer.encode(text, add_special_tokens=not rendered_chat)
+
+    def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
+        return len(self.encode(text, rendered_chat))
 
     def render_chat(self, messages: list[dict]) -> str:
-        return self.llm.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=True)
+        try:
+            return self.llm.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                          add_generation_prompt=True)
+        except Exception as e:
+            raise template_error(e) from None
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         from tensorrt_llm import SamplingParams
 
+        chat = req.prompt is None or req.rendered_chat
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
                                 top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
-        n_prompt = req.prompt_token_count(self, prompt)
+        # generate_async takes token ids as well as text: a chat prompt goes in encoded
+        # without special tokens, so it keeps the one BOS its template wrote
+        inputs = self.encode(prompt, True) if chat else prompt
+        n_prompt = len(inputs) if chat else req.prompt_token_count(self, prompt)
         self.running[req.request_id] = req.max_tokens
+        result = self.llm.generate_async(inputs, params, streaming=True)
+        self.results[req.request_id] = result
+        finished = False
         try:
-            async for out in self.llm.generate_async(prompt, params, streaming=True):
+            async for out in result:
                 o = out.outputs[0]
                 yield Chunk(o.text_diff, len(o.token_ids), n_prompt, o.finish_reason)
+            finished = True
         finally:
             self.running.pop(req.request_id, None)
+            self.results.pop(req.request_id, None)
+            if not finished:  # the client left: stop decoding for it
+                result.abort()
 
     async def cancel(self, request_id: str) -> None:
-        self.running.pop(request_id, None)
+        result = self.results.get(request_id)
+        if result is not None:
+            result.abort()
 
     def stats(self) -> EngineStats:
         return EngineStats(running=len(self.running),

@@ -8,9 +8,9 @@ import inspect
 import os
 from typing import AsyncIterator
 
-from orchestrator.build.builders import MissingExtraError
-from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
-                                       GenerateRequest, TokenRate)
+from orchestrator.errors import MissingExtraError
+from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
+                                       RequestError, TokenRate, template_error)
 
 
 class VllmEngine(Engine):
@@ -36,7 +36,7 @@ class VllmEngine(Engine):
         try:
             from vllm import AsyncEngineArgs, AsyncLLMEngine
         except ImportError:
-            raise MissingExtraError("vllm", "vllm") from None
+            raise MissingExtraError("vllm", "vllm", "this replica's node") from None
         if self.cpu_kv_space_gib:
             # vLLM's CPU backend sizes its KV cache from this variable only; the replica owns
             # its process, and the engine's worker process inherits it.
@@ -46,30 +46,51 @@ class VllmEngine(Engine):
         tok = self.engine.get_tokenizer()  # a coroutine before vLLM's V1 engine, plain after
         self.tokenizer = await tok if inspect.isawaitable(tok) else tok
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
+    def encode(self, text: str, rendered_chat: bool = False) -> list[int]:
+        # A rendered chat template carries its own BOS; encoding it with special tokens
+        # would put a second one in front (vLLM's own server encodes chat prompts so too).
+        return self.tokenizer.encode(text, add_special_tokens=not rendered_chat)
+
+    def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
+        return len(self.encode(text, rendered_chat))
 
     def render_chat(self, messages: list[dict]) -> str:
-        try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=True)
-        except ValueError:
-            if not self.fallback_template:
-                raise EngineFault("the model has no chat template; use /v1/completions")
-            from orchestrator.engines import chat
+        if getattr(self.tokenizer, "chat_template", None):
+            try:
+                return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                          add_generation_prompt=True)
+            except Exception as e:
+                raise template_error(e) from None
+        if not self.fallback_template:
+            raise RequestError("this model has no chat template; use /v1/completions",
+                               "messages", "chat_unsupported")
+        from orchestrator.engines import chat
 
-            return chat.render(self.fallback_template, messages)
+        try:
+            return chat.render(self.fallback_template, messages,
+                               bos=self.tokenizer.bos_token or "")
+        except Exception as e:
+            raise template_error(e) from None
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
+        chat = req.prompt is None or req.rendered_chat
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
-        params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
-                                top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
+        try:
+            params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
+                                    top_p=req.top_p, stop=list(req.stop) or None,
+                                    seed=req.seed)
+        except ValueError as e:  # vLLM's own range checks on sampling values
+            raise RequestError(f"a sampling value vLLM cannot take: {str(e)[:200]}") \
+                from None
+        inputs = TokensPrompt(prompt_token_ids=self.encode(prompt, True)) if chat else prompt
         sent = done = 0
+        finished = False
         self.running[req.request_id] = req.max_tokens
         try:
-            async for out in self.engine.generate(prompt, params, req.request_id):
+            async for out in self.engine.generate(inputs, params, req.request_id):
                 o = out.outputs[0]
                 n = len(o.token_ids)
                 self.rate.add(n - done)
@@ -79,8 +100,11 @@ class VllmEngine(Engine):
                     yield Chunk(o.text[sent:], n, len(out.prompt_token_ids or []),
                                 o.finish_reason)
                     sent = len(o.text)
+            finished = True
         finally:
             self.running.pop(req.request_id, None)
+            if not finished:  # the client left or the request failed: free its KV now
+                await self.engine.abort(req.request_id)
 
     async def cancel(self, request_id: str) -> None:
         await self.engine.abort(request_id)

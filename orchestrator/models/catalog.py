@@ -67,9 +67,24 @@ _LLAMA_70B_SOURCES = {
     "awq_int4": "hugging-quants Llama-3.1-70B-Instruct-AWQ-INT4 (FACTS.md)",
 }
 
+# Gemma 3's turn format with the rule of the template Google publishes with its
+# instruction-tuned Gemma 3 checkpoints (tokenizer_config.json of google/gemma-3-270m-it):
+# a leading system (or developer) message joins the first user turn, and turns must then
+# alternate user/model, or the template raises (a 400 for the client, never a replica
+# fault). BOS is the tokenizer's to add.
 _GEMMA_TEMPLATE = (
-    "{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n"
-    "{{ m.content }}<end_of_turn>\n{% endfor %}<start_of_turn>model\n"
+    "{% if messages and messages[0].role in ('system', 'developer') %}"
+    "{% set prefix = messages[0].content + '\n\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% if not turns %}{{ raise_exception('a user message must follow the system message') }}"
+    "{% endif %}"
+    "{% for m in turns %}"
+    "{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/..."
+    " after an optional system message') }}{% endif %}"
+    "<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+    "{{ prefix if loop.first else '' }}{{ m.content }}<end_of_turn>\n{% endfor %}"
+    "<start_of_turn>model\n"
 )
 
 _MODELS = [

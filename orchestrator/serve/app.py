@@ -8,6 +8,7 @@ from pathlib import Path
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 
+from orchestrator.config import ServingSpec
 from orchestrator.models.backends import BACKENDS
 from orchestrator.models.catalog import get_model
 from orchestrator.planner.plan import NodePlan, Plan
@@ -95,12 +96,15 @@ def build_app(plan: Plan, *, model_name: str, artifacts: dict[str, str] | None =
               slo_ttft_s: float = 2.0, slo_tpot_s: float = 0.1, max_waiting: int = 64,
               time_scale: float = 1.0, key_digests: list[str] | None = None,
               public_paths: list[str] | None = None, max_body_bytes: int = 1 << 20,
-              max_context: int | None = None, scaling: dict[str, dict] | None = None):
+              max_context: int | None = None, scaling: dict[str, dict] | None = None,
+              serving: ServingSpec | None = None):
     """The Serve application. `key_digests` are SHA-256 digests of the API keys (see
     serve/auth.py); none means the endpoint takes no key. `scaling` (deployment name ->
     min/max/initial replicas) turns on Serve autoscaling for every deployment, for the
-    application-level policy in autoscale/serve_policy.py to drive."""
+    application-level policy in autoscale/serve_policy.py to drive. `serving` gives the
+    timeouts, the engine stall bound and the default output limit."""
     artifacts = artifacts or {}
+    serving = serving or ServingSpec()
     handles, facts = {}, {}
     for n in plan.pools():
         c = n.choice
@@ -111,7 +115,10 @@ def build_app(plan: Plan, *, model_name: str, artifacts: dict[str, str] | None =
         actor, bundles = placement(n, eng)
         max_batch = BACKENDS[c.backend].max_batch
         config = {"pool": n.node_type, "precision": c.precision, "engine": eng,
-                  "engine_args": args, "max_context": ctx}
+                  "backend": c.backend, "engine_args": args, "max_context": ctx,
+                  "stall_s": serving.engine_stall_s,
+                  # a real engine checks its artifact before it loads it
+                  "artifact": artifacts.get(n.node_type) if eng != "simulated" else None}
         if scaling is not None:
             bounds = scaling.get(dep) or {"min_replicas": n.replicas,
                                           "max_replicas": n.replicas,
@@ -135,7 +142,10 @@ def build_app(plan: Plan, *, model_name: str, artifacts: dict[str, str] | None =
               "auth": {"digests": list(key_digests or []),
                        "public": list(public_paths if public_paths is not None
                                       else ["/health"])},
-              "max_body_bytes": max_body_bytes}
+              "max_body_bytes": max_body_bytes,
+              "default_max_tokens": serving.default_max_tokens,
+              "first_token_timeout_s": serving.first_token_timeout_s,
+              "inter_token_timeout_s": serving.inter_token_timeout_s}
     # The ingress sits on the head beside the only HTTP proxy (proxy_location HeadOnly):
     # no extra hop, and losing a GPU node never takes the router with it.
     # With autoscaling on, the ingress is an autoscaled deployment fixed at one replica, so

@@ -61,4 +61,4 @@ def app(args: dict):
                      slo_ttft_s=float(args.get("slo_ttft_s", 2.0)),
                      slo_tpot_s=float(args.get("slo_tpot_s", 0.1)),
                      time_scale=float(args.get("time_scale", 1.0)),
-                     scaling=args.get("scaling"))
+                     scaling=args.get("scaling"), serving=serving)

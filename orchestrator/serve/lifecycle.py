@@ -78,8 +78,33 @@ def http_get(url: str, timeout: float = 5.0, key: str | None = None) -> tuple[in
         return status, body
 
 
-def wait_healthy(base_url: str, timeout_s: float, on_wait=lambda body: None,
-                 key: str | None = None) -> dict:
+class PoolFailed(OrchestratorError):
+    """A pool could not load its engine; the message names the pool and the reason."""
+
+
+FAILED_STATUSES = ("DEPLOY_FAILED", "UNHEALTHY")
+
+
+def failed_pools(health: object, serve_st: dict | None = None) -> dict[str, str]:
+    """Pool -> reason, for each pool that failed to load: from the load records /health
+    carries, or else from Serve's own status (a replica that died in native code before
+    any later replica could report it)."""
+    out = {}
+    pools = health.get("pools", {}) if isinstance(health, dict) else {}
+    for dep, p in pools.items():
+        if p.get("state") == "failed":
+            out[dep] = p.get("reason") or "failed to load"
+    for dep, d in ((serve_st or {}).get("deployments") or {}).items():
+        if dep not in out and dep != "ingress" and d.get("status") in FAILED_STATUSES:
+            msg = (d.get("message") or d["status"]).strip().splitlines()
+            out[dep] = " | ".join(m.strip() for m in msg[:3])[:500]
+    return out
+
+
+def wait_ready(base_url: str, timeout_s: float, on_wait=lambda body: None,
+               key: str | None = None, serve_status_fn=None) -> dict:
+    """Until every pool has a loaded replica (/health says ok); PoolFailed as soon as one
+    pool has failed to load, naming it and the reason."""
     deadline = time.monotonic() + timeout_s
     last: object = None
     while time.monotonic() < deadline:
@@ -90,15 +115,33 @@ def wait_healthy(base_url: str, timeout_s: float, on_wait=lambda body: None,
                 return body
             last = body
         except OSError as e:
-            last = str(e)
+            last, body = str(e), None
+        st = None
+        if serve_status_fn is not None:
+            try:
+                st = serve_status_fn()
+            except Exception:
+                st = None
+        failed = failed_pools(body, st)
+        if failed:
+            raise PoolFailed("; ".join(f"{dep} failed to load: {why}"
+                                       for dep, why in failed.items()))
         on_wait(last)
         time.sleep(1.0)
-    raise OrchestratorError(f"{base_url} not healthy after {timeout_s:.0f} s: {last}")
+    raise OrchestratorError(f"{base_url} not ready after {timeout_s:.0f} s: {last}")
+
+
+def wait_healthy(base_url: str, timeout_s: float, on_wait=lambda body: None,
+                 key: str | None = None) -> dict:
+    return wait_ready(base_url, timeout_s, on_wait, key)
 
 
 def deploy(app, host: str, port: int) -> None:
     from ray import serve
 
+    from orchestrator.serve import loads
+
+    loads.clear(APP_NAME)  # an earlier deployment's load records say nothing of this one
     # Several raylets may share one host (emulated clusters): only the head runs a proxy.
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
@@ -115,6 +158,9 @@ def deploy_config(args: dict, policy_kwargs: dict, host: str, port: int) -> None
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
+    from orchestrator.serve import loads
+
+    loads.clear(APP_NAME)
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
     config = ServeDeploySchema.model_validate({
         "proxy_location": "HeadOnly", "http_options": {"host": host, "port": port},

@@ -44,7 +44,8 @@ class _Common(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # every engine takes a signed 64-bit seed (vLLM's limit; llama.cpp uses its low 32 bits)
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1)
@@ -104,6 +105,16 @@ def openapi_body(model: type[BaseModel]) -> dict:
 def error_body(message: str, type_: str, param: str | None = None,
                code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class ApiError(Exception):
+    """An answer in OpenAI's error shape with its HTTP status (and headers)."""
+
+    def __init__(self, status: int, message: str, type_: str, param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.body = status, error_body(message, type_, param, code)
+        self.headers = headers or {}
 
 
 def new_id(chat: bool) -> str:

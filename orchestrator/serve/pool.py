@@ -1,89 +1,166 @@
 """One pool per node type: a Serve deployment whose replicas each run one engine on one
-GPU group (claimed through the replica's placement group)."""
+GPU group (claimed through the replica's placement group).
+
+A replica verifies its artifact and loads its engine in its (async) constructor, so Serve
+lists it only once the model is loaded and has decoded a token; `up` and `/health` wait for
+that, and a load that fails fails the pool with its reason (loads.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from pathlib import Path
 from typing import AsyncIterator
 
 import ray
+from ray import serve
 
 from orchestrator.engines import registry
-from orchestrator.engines.base import EngineFault, GenerateRequest
+from orchestrator.engines.base import (Chunk, EngineFault, GenerateRequest, RequestError,
+                                       context_too_long)
+from orchestrator.errors import MissingExtraError
+from orchestrator.serve import loads
+from orchestrator.serve.contract import LoadRecord, PoolRequest
+
+log = logging.getLogger("ray.serve")
+DEFAULT_STALL_S = 300.0
 
 
-class ContextTooLong(Exception):
-    """prompt + max_tokens exceeds this pool's context (a user error, HTTP 400)."""
+class PoolLoadError(RuntimeError):
+    """A replica could not load its engine; the message is the reason `up` shows."""
 
-    def __init__(self, prompt: int, max_tokens: int, limit: int):
-        self.prompt, self.max_tokens, self.limit = prompt, max_tokens, limit
-        super().__init__(f"prompt {prompt} tokens + max_tokens {max_tokens} = "
-                         f"{prompt + max_tokens} exceeds the context of {limit} tokens")
+
+def node_arch() -> str:
+    """This node's GPU architecture (sm86, ...), or cpu where NVML sees no GPU."""
+    from orchestrator.hardware.discovery import discover
+
+    inv = discover()
+    return "cpu" if inv.cpu_only else "sm" + inv.gpus[0].compute_capability.replace(".", "")
+
+
+def verify_artifact(path: str, backend: str) -> None:
+    """Digest, architecture and backend version of the artifact this replica will load:
+    a CPU artifact (a GGUF for llama.cpp on CPU) loads anywhere; one built for a GPU
+    architecture loads only on a node with that architecture."""
+    from orchestrator.build import builders
+    from orchestrator.build.store import ArtifactError, ArtifactStore, check_artifact
+
+    p = Path(path)
+    store = ArtifactStore(p.parent)
+    built_for = store.manifest(p.name).arch
+    if built_for != "cpu":
+        here = node_arch()
+        if here != built_for:
+            raise ArtifactError(f"artifact {p.name} was built for {built_for}, this node is "
+                                f"{here}: rebuild it on a node of this type "
+                                "(orchestrator build)")
+    check_artifact(store, p.name, arch=None,
+                   backend_version=builders.make(backend).version())
+
+
+def load_failure(e: BaseException) -> str:
+    """The reason a load failed, in words an operator can act on."""
+    from orchestrator.build.store import ArtifactError
+
+    if isinstance(e, (MissingExtraError, ArtifactError)):
+        return str(e)
+    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+        return f"out of memory loading the engine: {str(e)[:200]}"
+    return f"{type(e).__name__}: {str(e)[:300]}"
 
 
 class Pool:
     """Constructed by Serve in each replica with the pool's config (plain data)."""
 
-    def __init__(self, config: dict):
+    async def __init__(self, config: dict):
         self.config = config
         self.node_id = ray.get_runtime_context().get_node_id()
-        self.engine = registry.make(config["engine"], **config["engine_args"])
-        self.started = False
         self.max_context = config["max_context"]
+        self.stall_s = float(config.get("stall_s", DEFAULT_STALL_S))
         self.pinned_waiting = 0  # pinned requests not yet past their first token
-        if config.get("fail_marker") and os.path.exists(config["fail_marker"]):
-            raise RuntimeError("refusing to start: fail marker present")
-
-    async def _ensure_started(self):
-        if not self.started:
+        ctx = serve.get_replica_context()
+        self.app, self.dep = ctx.app_name, ctx.deployment
+        self.replica = ctx.replica_id.unique_id
+        self._crash_log = loads.watch_crashes(self.dep)
+        for pid, reason in loads.collect_crashes(self.dep):
+            log.error("an earlier replica of %s (pid %d) died: %s", self.dep, pid, reason)
+            loads.record(self.app, self.dep, LoadRecord(f"pid-{pid}", pid, "failed",
+                                                        loads.now(), reason=reason))
+        started = loads.now()
+        loads.record(self.app, self.dep, LoadRecord(self.replica, os.getpid(), "loading",
+                                                    started))
+        t0 = time.perf_counter()
+        try:
+            if config.get("fail_marker") and os.path.exists(config["fail_marker"]):
+                raise RuntimeError("refusing to start: fail marker present")
+            if config.get("artifact"):
+                verify_artifact(config["artifact"], config["backend"])
+            self.engine = registry.make(config["engine"], **config["engine_args"])
             await self.engine.start()
-            self.started = True
+        except Exception as e:
+            reason = load_failure(e)
+            log.error("%s failed to load: %s", self.dep, reason)
+            loads.record(self.app, self.dep, LoadRecord(self.replica, os.getpid(), "failed",
+                                                        started, reason=reason))
+            raise PoolLoadError(f"{config['pool']}: {reason}") from None
+        loads.record(self.app, self.dep, LoadRecord(self.replica, os.getpid(), "ready",
+                                                    started, time.perf_counter() - t0))
+        self.loaded = True
 
-    async def generate(self, payload: dict) -> AsyncIterator[dict]:
-        """Stream chunks as plain dicts; the first one carries the token counts."""
-        await self._ensure_started()
-        prompt = payload.get("prompt")
-        if prompt is None:
-            prompt = self.engine.render_chat(payload["messages"])
-        n_prompt = self.engine.count_tokens(prompt)
-        max_tokens = payload["max_tokens"]
-        if n_prompt + max_tokens > self.max_context:
-            raise ContextTooLong(n_prompt, max_tokens, self.max_context)
-        req = GenerateRequest(
-            request_id=payload["request_id"], prompt=prompt, max_tokens=max_tokens,
-            temperature=payload["temperature"], top_p=payload["top_p"],
-            stop=tuple(payload.get("stop") or ()), seed=payload.get("seed"),
-            prompt_tokens=n_prompt)
-        pinned = bool(payload.get("pinned"))
+    def __del__(self):
+        # A loaded replica stopped on purpose (scaled down, redeployed) is no restart; a
+        # failed load keeps its record (Serve calls this after a constructor raised, too).
+        if getattr(self, "loaded", False):
+            loads.forget(self.app, self.dep, self.replica)
+
+    def _prepare(self, req: PoolRequest) -> GenerateRequest:
+        chat = req.prompt is None
+        prompt = self.engine.render_chat(req.messages) if chat else req.prompt
+        n_prompt = self.engine.count_tokens(prompt, rendered_chat=chat)
+        if n_prompt + req.max_tokens > self.max_context:
+            raise context_too_long(n_prompt, req.max_tokens, self.max_context)
+        return GenerateRequest(
+            request_id=req.request_id, prompt=prompt, max_tokens=req.max_tokens,
+            temperature=req.temperature, top_p=req.top_p, stop=tuple(req.stop),
+            seed=req.seed, prompt_tokens=n_prompt, rendered_chat=chat)
+
+    async def generate(self, req: PoolRequest) -> AsyncIterator[Chunk]:
+        """Stream the engine's chunks; every one carries the token counts so far."""
+        try:
+            gen = self._prepare(req)
+        except RequestError:
+            raise
+        except Exception as e:  # tokenizing or templating failed in the engine itself
+            log.error("%s: preparing %s failed: %r", self.dep, req.request_id, e)
+            raise EngineFault(f"{type(e).__name__} while preparing the prompt") from None
+        pinned = req.pinned
         self.pinned_waiting += pinned
         try:
-            async for c in self.engine.generate(req):
+            async for c in self.engine.generate(gen):
                 if pinned:
                     self.pinned_waiting -= 1
                     pinned = False
-                yield {"text": c.text, "completion_tokens": c.completion_tokens,
-                       "prompt_tokens": c.prompt_tokens, "finish_reason": c.finish_reason}
+                yield c
         finally:
             self.pinned_waiting -= pinned
 
     async def record_routing_stats(self) -> dict:
         """Called by Serve every request_routing_stats_period_s; reaches the router."""
-        stats = self.engine.stats().model_dump() if self.started else {}
-        return {**stats, "node_id": self.node_id, "pool": self.config["pool"],
-                "pid": os.getpid()}
+        return {**self.engine.stats().model_dump(), "node_id": self.node_id,
+                "pool": self.config["pool"], "pid": os.getpid()}
 
     async def record_autoscaling_stats(self) -> dict:
         """Called by Serve every metrics interval; reaches the autoscaling policy
         (autoscale/serve_policy.py) as aggregated custom metrics."""
-        st = self.engine.stats() if self.started else None
-        return {"running": float(st.running if st else 0),
-                "waiting": float(st.waiting if st else 0),
-                "waiting_pinned": float(min(self.pinned_waiting, st.waiting if st else 0))}
+        st = self.engine.stats()
+        return {"running": float(st.running), "waiting": float(st.waiting),
+                "waiting_pinned": float(min(self.pinned_waiting, st.waiting))}
 
     async def info(self) -> dict:
         return {"node_id": self.node_id, "pool": self.config["pool"],
                 "precision": self.config["precision"], "pid": os.getpid()}
 
     async def check_health(self) -> None:
-        if self.started and self.engine is None:
-            raise EngineFault("engine gone")
+        """Serve calls this every few seconds and replaces the replica when it raises."""
+        self.engine.health(self.stall_s)

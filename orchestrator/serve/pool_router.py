@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ray.serve._private.request_router.request_router import FIFOMixin, RequestRouter
+from ray.serve.request_router import FIFOMixin, RequestRouter
 
 # deployment name -> {replica unique id: {"node_id": ..., "stats": {...}}}
 REPLICAS: dict[str, dict[str, dict[str, Any]]] = {}
@@ -41,8 +41,7 @@ class PoolRouter(FIFOMixin, RequestRouter):
         self._publish(list(self.curr_replicas.values()))
         target = None
         if pending_request is not None and pending_request.args:
-            payload = pending_request.args[0]
-            target = payload.get("target_replica") if isinstance(payload, dict) else None
+            target = getattr(pending_request.args[0], "target_replica", None)  # PoolRequest
         if target:
             chosen = [r for r in candidate_replicas if r.replica_id.unique_id == target]
             if chosen:

@@ -1,6 +1,9 @@
-"""The llama.cpp engine on the real demo model, and the simulated engine's timing."""
+"""The llama.cpp engine on the real demo model, each scenario in its own process
+(tests/isolated.py: a native crash fails the test with its signal, never pytest), and the
+simulated engine's timing."""
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -8,66 +11,161 @@ import pytest
 from orchestrator.engines import registry
 from orchestrator.engines.base import GenerateRequest
 from orchestrator.errors import UnknownNameError
+from tests.isolated import IsolatedError, run_isolated
 
 
-@pytest.fixture(scope="module")
-def engine(demo_model_path):
+# -- scenarios, run in the engine's own process ---------------------------------------------
+
+def _engine(model_path):
     from orchestrator.models.catalog import get_model
 
-    eng = registry.make("llamacpp", model_path=demo_model_path, n_ctx=1024,
+    eng = registry.make("llamacpp", model_path=model_path, n_ctx=1024, n_threads=1,
                         chat_template=get_model("gemma-3-270m").chat_template)
     asyncio.run(eng.start())
-    yield eng
-    asyncio.run(eng.stop())
+    return eng
 
 
-def collect(engine, req):
+def _collect(engine, req):
     async def go():
         return [c async for c in engine.generate(req)]
 
     return asyncio.run(go())
 
 
-def test_stream_respects_max_tokens_and_counts(engine):
-    chunks = collect(engine, GenerateRequest("a", prompt="The capital of France is",
-                                             max_tokens=6, temperature=0, seed=1))
-    assert chunks[-1].finish_reason == "length"
-    assert chunks[-1].completion_tokens == 6
-    assert chunks[-1].prompt_tokens == engine.count_tokens("The capital of France is")
-    again = collect(engine, GenerateRequest("b", prompt="The capital of France is",
-                                            max_tokens=6, temperature=0, seed=1))
-    assert "".join(c.text for c in again) == "".join(c.text for c in chunks)
+def stream_and_counts(model_path):
+    eng = _engine(model_path)
+    prompt = "The capital of France is"
+    a = _collect(eng, GenerateRequest("a", prompt=prompt, max_tokens=6, temperature=0, seed=1))
+    b = _collect(eng, GenerateRequest("b", prompt=prompt, max_tokens=6, temperature=0, seed=1))
+    # seeds past llama.cpp's 32 bits (the API takes signed 64-bit ones) and negative ones
+    big = _collect(eng, GenerateRequest("c", prompt=prompt, max_tokens=2, seed=2**63 - 1))
+    neg = _collect(eng, GenerateRequest("d", prompt=prompt, max_tokens=2, seed=-7))
+    return {"finish": a[-1].finish_reason, "n": a[-1].completion_tokens,
+            "prompt_tokens": a[-1].prompt_tokens, "counted": eng.count_tokens(prompt),
+            "same": "".join(c.text for c in a) == "".join(c.text for c in b),
+            "seeded": [big[-1].completion_tokens, neg[-1].completion_tokens]}
 
 
-def test_stop_sequence_ends_the_stream(engine):
-    text = "".join(c.text for c in collect(engine, GenerateRequest(
+def stop_sequence(model_path):
+    eng = _engine(model_path)
+    return "".join(c.text for c in _collect(eng, GenerateRequest(
         "c", prompt="1, 2, 3, 4, 5,", max_tokens=40, temperature=0, stop=(" 8",))))
-    assert " 8" not in text
 
 
-def test_chat_uses_the_template(engine):
-    prompt = engine.render_chat([{"role": "user", "content": "Hi"}])
+def chat_template(model_path):
+    from orchestrator.engines.base import RequestError
+
+    eng = _engine(model_path)
+    prompt = eng.render_chat([{"role": "user", "content": "Hi"}])
+    chunks = _collect(eng, GenerateRequest("d", messages=[{"role": "user", "content": "Hi"}],
+                                           max_tokens=3, temperature=0))
+    try:
+        eng.render_chat([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+        refused = None
+    except RequestError as e:
+        refused = (e.param, e.message)
+    return prompt, chunks[-1].finish_reason, refused
+
+
+def abandoned_streams_free_the_engine(model_path):
+    eng = _engine(model_path)
+
+    async def go():
+        # one running, one queued behind it: both clients leave
+        running = eng.generate(GenerateRequest("e", prompt="Once upon a time", max_tokens=200))
+        queued = eng.generate(GenerateRequest("f", prompt="Once upon a time", max_tokens=200))
+        waiter = asyncio.ensure_future(queued.__anext__())
+        await running.__anext__()
+        await asyncio.sleep(0.05)
+        waiting_before = eng.stats().waiting
+        waiter.cancel()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            pass
+        await queued.aclose()
+        waiting_after = eng.stats().waiting  # at once, not when the worker gets to it
+        await running.aclose()
+        for _ in range(200):  # the worker notices at its next token
+            if eng.stats().running == 0:
+                break
+            await asyncio.sleep(0.05)
+        after = [c async for c in eng.generate(GenerateRequest("g", prompt="Hi", max_tokens=2))]
+        return waiting_before, waiting_after, eng.stats().running, after[-1].completion_tokens
+
+    return asyncio.run(go())
+
+
+def wedged_worker_fails_health(model_path):
+    from orchestrator.engines.base import EngineFault
+
+    eng = _engine(model_path)
+    eng.health(stall_s=0.2)  # idle: healthy however long since the last token
+    release = threading.Event()
+    eng.pool.submit(release.wait)  # the engine's one thread, stuck
+
+    async def go():
+        gen = eng.generate(GenerateRequest("h", prompt="Hi", max_tokens=2))
+        first = asyncio.ensure_future(gen.__anext__())
+        await asyncio.sleep(0.5)
+        try:
+            eng.health(stall_s=0.2)
+            verdict = "healthy"
+        except EngineFault as e:
+            verdict = str(e)
+        release.set()
+        await first
+        async for _ in gen:
+            pass
+        eng.health(stall_s=0.2)  # moving again
+        return verdict
+
+    return asyncio.run(go())
+
+
+def corrupt_model_fails_to_load(path):
+    eng = registry.make("llamacpp", model_path=path, n_ctx=256)
+    asyncio.run(eng.start())
+
+
+# -- tests --------------------------------------------------------------------------------
+
+def test_stream_respects_max_tokens_and_counts(demo_model_path):
+    r = run_isolated(stream_and_counts, demo_model_path)
+    assert r["finish"] == "length" and r["n"] == 6
+    assert r["prompt_tokens"] == r["counted"] and r["same"]
+    assert r["seeded"] == [2, 2]
+
+
+def test_stop_sequence_ends_the_stream(demo_model_path):
+    assert " 8" not in run_isolated(stop_sequence, demo_model_path)
+
+
+def test_chat_uses_the_template_and_its_refusals_are_request_errors(demo_model_path):
+    prompt, finish, refused = run_isolated(chat_template, demo_model_path)
     assert prompt.startswith("<start_of_turn>user\nHi<end_of_turn>")
     assert prompt.endswith("<start_of_turn>model\n")
-    chunks = collect(engine, GenerateRequest("d", messages=[{"role": "user", "content": "Hi"}],
-                                             max_tokens=3, temperature=0))
-    assert chunks[-1].finish_reason in ("length", "stop")
+    assert finish in ("length", "stop")
+    assert refused[0] == "messages" and "must alternate" in refused[1]
 
 
-def test_abandoned_stream_stops_generating(engine):
-    async def go():
-        gen = engine.generate(GenerateRequest("e", prompt="Once upon a time", max_tokens=200))
-        async for _ in gen:
-            break
-        await gen.aclose()
-        # the worker notices at the next token; then the engine is free again
-        for _ in range(200):
-            if engine.stats().running == 0:
-                return True
-            await asyncio.sleep(0.05)
-        return False
+def test_abandoned_streams_free_the_engine_at_once(demo_model_path):
+    before, after, running, served = run_isolated(abandoned_streams_free_the_engine,
+                                                  demo_model_path)
+    assert before == 1 and after == 0 and running == 0 and served == 2
 
-    assert asyncio.run(go())
+
+def test_a_wedged_worker_fails_the_health_check(demo_model_path):
+    verdict = run_isolated(wedged_worker_fails_health, demo_model_path)
+    assert "no progress" in verdict
+
+
+def test_a_corrupt_model_fails_start_with_an_error_not_a_crash(tmp_path):
+    pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed")
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 4096)
+    with pytest.raises(IsolatedError):
+        run_isolated(corrupt_model_fails_to_load, str(bad))
 
 
 def test_simulated_engine_follows_the_timing_model():
@@ -80,7 +178,7 @@ def test_simulated_engine_follows_the_timing_model():
     eng = registry.make("simulated", speeds=speeds, time_scale=0.1)
     asyncio.run(eng.start())
     t0 = time.perf_counter()
-    chunks = collect(eng, GenerateRequest("s", prompt="x" * 4000, max_tokens=11))
+    chunks = _collect(eng, GenerateRequest("s", prompt="x" * 4000, max_tokens=11))
     elapsed = time.perf_counter() - t0
     expect = 0.1 * (1000 / speeds.prefill_tokens_per_s() + 10 * speeds.decode_step_s(1, 1005))
     assert len(chunks) == 11 and chunks[-1].finish_reason == "length"
@@ -98,7 +196,7 @@ def test_vllm_missing_extra_named_at_start():
         pytest.skip("vllm is installed here")
     except ImportError:
         pass
-    from orchestrator.build.builders import MissingExtraError
+    from orchestrator.errors import MissingExtraError
 
     eng = registry.make("vllm", model="/nonexistent")
     with pytest.raises(MissingExtraError, match=r"orchestrator\[vllm\]"):

@@ -1,0 +1,70 @@
+"""Pool load states from replicas' records, native crash reports, and what `up` reads as a
+failed pool."""
+
+import os
+import subprocess
+import sys
+
+from orchestrator.serve import lifecycle, loads
+from orchestrator.serve.contract import LoadRecord
+
+
+def rec(i, state, reason=None, load_s=None):
+    return LoadRecord(f"r{i}", 100 + i, state, float(i), load_s, reason)
+
+
+def test_ready_when_a_replica_is_live():
+    s = loads.summary([rec(1, "ready", load_s=2.5)], live=1)
+    assert s == {"state": "ready", "reason": None, "last_failure": None, "restarts": 0,
+                 "load_s": 2.5}
+
+
+def test_failed_with_the_reason_and_the_restarts():
+    recs = [rec(1, "failed", "bad artifact"), rec(2, "failed", "bad artifact")]
+    s = loads.summary(recs, live=0)
+    assert s["state"] == "failed" and s["reason"] == "bad artifact" and s["restarts"] == 2
+
+
+def test_loading_after_a_failure_is_loading():
+    s = loads.summary([rec(1, "failed", "oom"), rec(2, "loading")], live=0)
+    assert s["state"] == "loading" and s["restarts"] == 1 and s["last_failure"] == "oom"
+
+
+def test_a_replaced_replica_counts_as_a_restart():
+    s = loads.summary([rec(1, "ready", load_s=1), rec(2, "ready", load_s=2)], live=1)
+    assert s["state"] == "ready" and s["restarts"] == 1 and s["load_s"] == 2
+
+
+def test_crash_reason_names_the_signal_and_the_frame():
+    report = ("Fatal Python error: Segmentation fault\n\nThread 0x00007f (most recent call "
+              "first):\n  File \"/x/llama_cpp/_internals.py\", line 305 in decode\n"
+              "  File \"/x/llama.py\", line 9 in eval\n")
+    why = loads.crash_reason(report)
+    assert why.startswith("engine crash: Segmentation fault (SIGSEGV)")
+    assert "_internals.py\", line 305 in decode" in why
+
+
+def test_a_dead_replicas_crash_report_is_found_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(loads, "CRASH_DIR", tmp_path)
+    # a real process that dies of SIGSEGV with the fault handler writing where we look
+    code = ("import faulthandler, ctypes, sys; fh = open(sys.argv[1], 'w'); "
+            "faulthandler.enable(file=fh); ctypes.string_at(0)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "pool-x.TMP")])
+    assert proc.wait() < 0
+    (tmp_path / "pool-x.TMP").rename(loads.crash_file("pool-x", proc.pid))
+    (tmp_path / f"pool-x.{os.getpid()}.log").write_text("mine, alive")
+    found = loads.collect_crashes("pool-x")
+    assert [pid for pid, _ in found] == [proc.pid]
+    assert "SIGSEGV" in found[0][1]
+    assert loads.collect_crashes("pool-x") == []
+
+
+def test_failed_pools_from_health_and_from_serve_status():
+    health = {"pools": {"pool-a": {"state": "failed", "reason": "artifact corrupted"},
+                        "pool-b": {"state": "loading"}}}
+    serve_st = {"deployments": {"pool-b": {"status": "DEPLOY_FAILED",
+                                           "message": "replica died\nmore"},
+                                "ingress": {"status": "HEALTHY"}}}
+    assert lifecycle.failed_pools(health, serve_st) == {
+        "pool-a": "artifact corrupted", "pool-b": "replica died | more"}
+    assert lifecycle.failed_pools("connection refused", None) == {}
