@@ -220,3 +220,26 @@ async def overload_run(base: str, body: dict, *, factor: float = 10.0, workers: 
     return {"capacity_per_s": round(capacity, 3), "factor": factor,
             "phases": [sat.summary(), over.summary(), after.summary()],
             "recovery_s": round(rec, 2), "memory": watch.summary()}
+
+
+async def disconnect_storm(base: str, body: dict, clients: int, hold_s: float = 1.0,
+                           headers: dict | None = None) -> int:
+    """`clients` connections that each send a streaming request and, `hold_s` later, go away
+    without reading a byte (most before their first token). Returns how many were sent."""
+    host, _, port = base.removeprefix("http://").partition(":")
+    raw = json.dumps({**body, "stream": True}).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(raw)}\r\n{extra}\r\n").encode()
+    writers = []
+    try:
+        for _ in range(clients):
+            _, writer = await asyncio.open_connection(host, int(port or 80))
+            writer.write(head + raw)
+            await writer.drain()
+            writers.append(writer)
+        await asyncio.sleep(hold_s)  # every request reaches the ingress
+    finally:
+        for writer in writers:
+            writer.transport.abort()  # a reset, as a client that vanished sends
+    return len(writers)

@@ -6,7 +6,6 @@ every pool.
 (No `from __future__ import annotations` here: FastAPI must see the real `Request` type
 on the methods Serve wraps.)"""
 
-import asyncio
 import json
 import logging
 import os
@@ -37,7 +36,6 @@ from orchestrator.serve.pool_router import registry
 log = logging.getLogger("ray.serve")
 CHARS_PER_TOKEN = 4.0  # routing estimate only; the pool counts exactly before it generates
 DEFAULT_MAX_BODY = 1 << 20
-WARM_S = 10.0  # how often a pool whose router has listed nothing is asked again
 LOADS_TTL_S = 1.0  # /health and /status read the load records at most this often
 
 # No /docs or /redoc: their pages load scripts from the internet. /openapi.json stays.
@@ -85,7 +83,11 @@ class Ingress:
         self.config = config
         self.name = config["model_name"]
         self.pools = config["pools"]  # deployment name -> static facts from the plan
-        self.handles = pools  # deployment name -> DeploymentHandle
+        # Deployment name -> streaming handle. `options()` starts each handle's router
+        # now, so it learns its replicas (and publishes them to pool_router's registry)
+        # without a request: a request to a pool at zero replicas is what makes Serve
+        # scale it from zero, so none is sent just to look.
+        self.handles = {dep: h.options(stream=True) for dep, h in pools.items()}
         self.registry = CollectorRegistry()
         self.m = make_metrics(self.registry)
         self.d = Dispatcher(
@@ -99,12 +101,11 @@ class Ingress:
         self.public = set(auth.get("public", ["/health"]))
         self.max_body = int(config.get("max_body_bytes", DEFAULT_MAX_BODY))
         self.default_max_tokens = int(config.get("default_max_tokens", 256))
-        self.warmed: dict[str, float] = {}
         self.app_name = serve.get_replica_context().app_name
         self.loads_at, self.loads_cache = -LOADS_TTL_S, {}
 
     def _send(self, dep: str, req: PoolRequest):
-        return self.handles[dep].options(stream=True).generate.remote(req)
+        return self.handles[dep].generate.remote(req)
 
     def _authorize(self, request: Request, path: str) -> None:
         if not self.key_digests or path in self.public:
@@ -114,25 +115,6 @@ class Ingress:
             raise ApiError(401, "a valid API key is required: send the header "
                                 "'Authorization: Bearer <key>'", "invalid_request_error",
                            None, "invalid_api_key", {"WWW-Authenticate": "Bearer"})
-
-    async def _ensure_routers(self):
-        # A handle's router learns its replicas only once the handle is used. Each pool
-        # that its router has never listed is asked something cheap, at most every WARM_S;
-        # only before any pool is listed does a request wait for that (a pool at zero
-        # replicas must not slow the requests the other pools serve).
-        now = time.monotonic()
-        cold = [dep for dep in self.handles if dep not in registry()
-                and now - self.warmed.get(dep, -WARM_S) >= WARM_S]
-        if not cold:
-            return
-        for dep in cold:
-            self.warmed[dep] = now
-        asks = asyncio.gather(*(asyncio.wait_for(self.handles[dep].info.remote(), 5)
-                                for dep in cold), return_exceptions=True)
-        if not any(registry().get(dep) for dep in self.handles):
-            await asks
-        else:
-            asyncio.ensure_future(asks)
 
     def _pool_states(self) -> dict[str, dict]:
         """Per pool: loading, ready or failed, with reason, restarts and load seconds."""
@@ -175,7 +157,6 @@ class Ingress:
         """ok: every pool has a loaded replica; degraded: some do; unavailable: none.
         Per pool: loading, ready or failed (reason, restarts, load seconds)."""
         self._authorize(request, "/health")
-        await self._ensure_routers()
         self.loads_at = -LOADS_TTL_S  # `up` polls this: always fresh
         pools = self._pool_states()
         counts = {dep: p["replicas"] for dep, p in pools.items()}
@@ -189,7 +170,6 @@ class Ingress:
         """This ingress's process, and per pool: its load state, replicas and their nodes,
         queue and running (the ingress's count and the engine's own), measured tokens/s."""
         self._authorize(request, "/status")
-        await self._ensure_routers()
         views = {v.id: v for v in self.d.views()}
         states = self._pool_states()
         out = {}
@@ -216,7 +196,6 @@ class Ingress:
     @app.get("/metrics")
     async def metrics(self, request: Request):
         self._authorize(request, "/metrics")
-        await self._ensure_routers()
         views = self.d.views()
         for dep in self.pools:
             mine = [v for v in views if v.pool == dep]
@@ -284,7 +263,6 @@ class Ingress:
         body = await self._parse(request, chat)
         pin = self._model(body.model)
         floor = self._floor(request)
-        await self._ensure_routers()
         max_tokens = body.output_limit(self.default_max_tokens)
         text = (" ".join(m.content for m in body.messages) if chat else body.prompt)
         rr = RouteRequest(max(1, round(len(text) / CHARS_PER_TOKEN)), max_tokens,

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from orchestrator.bench.overload import disconnect_storm
 from orchestrator.build.runner import run_builds
 from orchestrator.build.spec import build_specs
 from orchestrator.config import ServingSpec, load_cluster_spec
@@ -86,28 +87,12 @@ def test_engines_are_loaded_before_the_endpoint_says_ready(stack):
         assert p["load_s"] is not None and p["restarts"] == 0
 
 
-async def _leave_before_first_token(base: str, n: int, prompt: str) -> int:
-    host, port = base.removeprefix("http://").split(":")
-    body = json.dumps({"model": MODEL, "prompt": prompt, "max_tokens": 64,
-                       "stream": True}).encode()
-    head = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
-            f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-    conns = []
-    for _ in range(n):
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(head + body)
-        await writer.drain()
-        conns.append((reader, writer))
-    await asyncio.sleep(1.0)  # every request reaches the ingress; few get a first token
-    for _, writer in conns:
-        writer.transport.abort()  # gone, without reading a byte
-    return len(conns)
-
-
 def test_two_hundred_clients_that_leave_before_their_first_token_free_everything(stack):
     base = stack["base"]
     prompt = "Tell me a long story about a lighthouse keeper. " * 12  # ~130 tokens
-    assert asyncio.run(_leave_before_first_token(base, 200, prompt)) == 200
+    sent = asyncio.run(disconnect_storm(base, {"model": MODEL, "prompt": prompt,
+                                               "max_tokens": 64}, 200))
+    assert sent == 200
     wait_for(lambda: idle(base), 60, "no request left in flight, waiting or running")
     for precision in ("f16", "q4_k_m"):  # each replica serves at once
         code, body, _ = post(f"{base}/v1/completions", {

@@ -16,6 +16,7 @@ from tests.ray.serve_util import deploy, free_port, get
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 MODEL = "gemma-3-270m"
+ARTIFACTS: dict[str, str] = {}  # node type -> artifact path, filled by `endpoint`
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def endpoint(tmp_path_factory):
         app = build_app(plan, model_name=MODEL,
                         artifacts={o.node_type: o.path for o in outcomes})
         base = deploy(app, free_port(), timeout_s=600)
+        ARTIFACTS.update({o.node_type: o.path for o in outcomes})
         yield OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0), base
         serve.shutdown()
     finally:
@@ -92,3 +94,61 @@ def test_vllm_pool_chat_uses_the_models_template(endpoint):
                                   messages=[{"role": "user", "content": "Name a colour."}])
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
     assert r.usage.completion_tokens <= 8
+
+
+def test_vllm_chat_has_one_bos(endpoint):
+    """The template is rendered with the tokenizer's BOS and encoded without special tokens,
+    as vLLM's own server does: one BOS, not two."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from orchestrator.engines import chat
+    from orchestrator.models.catalog import get_model
+
+    c, _ = endpoint
+    art = Path(ARTIFACTS["cpu-vllm"])
+    rec = json.loads((art / "vllm.json").read_text())
+    tok = AutoTokenizer.from_pretrained(str(art / rec["model"]))
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    rendered = (tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+                if getattr(tok, "chat_template", None) else
+                chat.render(get_model(MODEL).chat_template, msgs, bos=tok.bos_token or ""))
+    ids = tok.encode(rendered, add_special_tokens=False)
+    assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
+    r = c.chat.completions.create(model=f"{MODEL}:bf16", max_tokens=2, temperature=0,
+                                  messages=msgs)
+    assert r.usage.prompt_tokens == len(ids)
+
+
+def test_vllm_takes_every_seed_the_endpoint_accepts(endpoint):
+    import openai
+
+    c, _ = endpoint
+    for seed in (2**63 - 1, -(2**63)):
+        r = c.completions.create(model=f"{MODEL}:bf16", prompt="Hi", max_tokens=2, seed=seed)
+        assert r.usage.completion_tokens <= 2
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model=f"{MODEL}:bf16", prompt="Hi", max_tokens=2, seed=2**63)
+    assert e.value.body["param"] == "seed"
+
+
+def test_vllm_aborts_a_request_whose_client_left(endpoint):
+    import time
+
+    c, base = endpoint
+    stream = c.completions.create(model=f"{MODEL}:bf16", prompt="Once upon a time",
+                                  max_tokens=400, stream=True)
+    for i, _ in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        st = get(f"{base}/status")[1]
+        reps = [r for p in st["pools"].values() for r in p["replicas"]]
+        if st["ingress"]["in_flight"] == 0 and all(r["engine_running"] == 0 for r in reps):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"vLLM still runs the abandoned request: {st}")
