@@ -15,3 +15,13 @@ def render(template: str, messages: list[dict], bos: str = "", eos: str = "") ->
 
 def _raise(message: str):
     raise ValueError(message)
+
+
+def encode_once(tokenizer, text: str, rendered_chat: bool) -> list[int]:
+    """Token ids with exactly one BOS. A chat template that writes the BOS itself (most
+    published ones begin with ``{{ bos_token }}``) must not get a second one from the
+    encoder, so its output is encoded without special tokens, as vLLM's own server does;
+    a template that does not write it, and a plain prompt, get the tokenizer's."""
+    bos = getattr(tokenizer, "bos_token", None)
+    wrote_bos = rendered_chat and bool(bos) and text.startswith(bos)
+    return tokenizer.encode(text, add_special_tokens=not wrote_bos)

@@ -11,6 +11,7 @@ from typing import AsyncIterator
 from orchestrator.errors import MissingExtraError
 from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
                                        template_error)
+from orchestrator.engines.chat import encode_once
 
 
 class TrtllmEngine(Engine):
@@ -42,8 +43,7 @@ class TrtllmEngine(Engine):
                            enable_chunked_prefill=record.get("enable_chunked_context", True))
 
     def encode(self, text: str, rendered_chat: bool = False) -> list[int]:
-        # A rendered chat template carries its own BOS: no second one in front.
-        return self.llm.tokenizer.encode(text, add_special_tokens=not rendered_chat)
+        return encode_once(self.llm.tokenizer, text, rendered_chat)
 
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         return len(self.encode(text, rendered_chat))

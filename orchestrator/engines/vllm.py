@@ -11,6 +11,7 @@ from typing import AsyncIterator
 from orchestrator.errors import MissingExtraError
 from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
                                        RequestError, TokenRate, template_error)
+from orchestrator.engines.chat import encode_once
 
 
 class VllmEngine(Engine):
@@ -47,9 +48,7 @@ class VllmEngine(Engine):
         self.tokenizer = await tok if inspect.isawaitable(tok) else tok
 
     def encode(self, text: str, rendered_chat: bool = False) -> list[int]:
-        # A rendered chat template carries its own BOS; encoding it with special tokens
-        # would put a second one in front (vLLM's own server encodes chat prompts so too).
-        return self.tokenizer.encode(text, add_special_tokens=not rendered_chat)
+        return encode_once(self.tokenizer, text, rendered_chat)
 
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         return len(self.encode(text, rendered_chat))

@@ -71,9 +71,11 @@ _LLAMA_70B_SOURCES = {
 # instruction-tuned Gemma 3 checkpoints (tokenizer_config.json of google/gemma-3-270m-it):
 # a leading system (or developer) message joins the first user turn, and turns must then
 # alternate user/model, or the template raises (a 400 for the client, never a replica
-# fault). BOS is the tokenizer's to add.
+# fault). It begins with the BOS, as Google's does: engines that render it with the
+# tokenizer's BOS encode the result without adding another (engines/chat.encode_once);
+# llama.cpp renders it with an empty one and lets its tokenizer add it.
 _GEMMA_TEMPLATE = (
-    "{% if messages and messages[0].role in ('system', 'developer') %}"
+    "{{ bos_token }}{% if messages and messages[0].role in ('system', 'developer') %}"
     "{% set prefix = messages[0].content + '\n\n' %}{% set turns = messages[1:] %}"
     "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
     "{% if not turns %}{{ raise_exception('a user message must follow the system message') }}"

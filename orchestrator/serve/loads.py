@@ -99,23 +99,24 @@ def summary(recs: list[LoadRecord], live: int) -> dict:
 
 # -- native crashes ------------------------------------------------------------------------
 
-def crash_file(deployment: str, pid: int) -> Path:
-    return CRASH_DIR / f"{deployment}.{pid}.log"
+def crash_file(pool: str, pid: int) -> Path:
+    """`pool` names the application and the deployment: `app:deployment`."""
+    return CRASH_DIR / f"{pool.replace(':', '.')}.{pid}.log"
 
 
-def watch_crashes(deployment: str):
+def watch_crashes(pool: str):
     """Write this process's fatal-signal tracebacks where the next replica looks."""
     CRASH_DIR.mkdir(parents=True, exist_ok=True)
-    fh = open(crash_file(deployment, os.getpid()), "w")
+    fh = open(crash_file(pool, os.getpid()), "w")
     faulthandler.enable(file=fh, all_threads=True)
     return fh
 
 
-def collect_crashes(deployment: str) -> list[tuple[int, str]]:
+def collect_crashes(pool: str) -> list[tuple[int, str]]:
     """(pid, reason) for each dead replica of this pool on this node that left a fault
     handler report; each is read once."""
     out = []
-    for f in sorted(CRASH_DIR.glob(f"{deployment}.*.log")):
+    for f in sorted(CRASH_DIR.glob(f"{pool.replace(':', '.')}.*.log")):
         try:
             pid = int(f.name.rsplit(".", 2)[1])
         except ValueError:

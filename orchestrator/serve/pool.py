@@ -82,8 +82,8 @@ class Pool:
         ctx = serve.get_replica_context()
         self.app, self.dep = ctx.app_name, ctx.deployment
         self.replica = ctx.replica_id.unique_id
-        self._crash_log = loads.watch_crashes(self.dep)
-        for pid, reason in loads.collect_crashes(self.dep):
+        self._crash_log = loads.watch_crashes(f"{self.app}:{self.dep}")
+        for pid, reason in loads.collect_crashes(f"{self.app}:{self.dep}"):
             log.error("an earlier replica of %s (pid %d) died: %s", self.dep, pid, reason)
             loads.record(self.app, self.dep, LoadRecord(f"pid-{pid}", pid, "failed",
                                                         loads.now(), reason=reason))

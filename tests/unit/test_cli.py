@@ -136,3 +136,24 @@ def test_simulate_sweep_table_and_plot(run, tmp_path):
 def test_simulate_bad_input(run, args, msg):
     r = run("simulate", CLUSTERS / "mixed.yaml", *args)
     assert r.exit_code != 0 and msg in r.output
+
+
+def test_status_view_shows_each_pools_engine_state_and_the_reason_in_full():
+    from rich.console import Console
+
+    from orchestrator.views import status_view
+
+    serve_st = {"status": "RUNNING", "deployments": {
+        "pool-a": {"status": "HEALTHY", "replicas": {"RUNNING": 1}},
+        "pool-b": {"status": "DEPLOY_FAILED", "replicas": {"STARTING": 1}}}}
+    reason = ("artifact k is corrupted: model.gguf: sha256 differs from the manifest; "
+              "rebuild it (orchestrator build --force)")
+    pools = {"pool-a": {"precision": "f16", "state": "ready", "load_s": 2.4, "restarts": 1,
+                        "replicas": []},
+             "pool-b": {"precision": "q4_k_m", "state": "failed", "reason": reason,
+                        "restarts": 3, "replicas": []}}
+    con = Console(width=200, record=True)
+    con.print(status_view(serve_st, "http://127.0.0.1:8000", pools))
+    out = con.export_text()
+    assert "loaded in 2 s" in out and "1 restart(s)" in out and "failed" in out
+    assert f"pool-b: {reason}" in out

@@ -49,14 +49,15 @@ def test_a_dead_replicas_crash_report_is_found_once(tmp_path, monkeypatch):
     # a real process that dies of SIGSEGV with the fault handler writing where we look
     code = ("import faulthandler, ctypes, sys; fh = open(sys.argv[1], 'w'); "
             "faulthandler.enable(file=fh); ctypes.string_at(0)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "pool-x.TMP")])
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "report.tmp")])
     assert proc.wait() < 0
-    (tmp_path / "pool-x.TMP").rename(loads.crash_file("pool-x", proc.pid))
-    (tmp_path / f"pool-x.{os.getpid()}.log").write_text("mine, alive")
-    found = loads.collect_crashes("pool-x")
+    (tmp_path / "report.tmp").rename(loads.crash_file("app:pool-x", proc.pid))
+    loads.crash_file("app:pool-x", os.getpid()).write_text("mine, alive")
+    loads.crash_file("other:pool-x", 999999).write_text("another app's pool")
+    found = loads.collect_crashes("app:pool-x")
     assert [pid for pid, _ in found] == [proc.pid]
     assert "SIGSEGV" in found[0][1]
-    assert loads.collect_crashes("pool-x") == []
+    assert loads.collect_crashes("app:pool-x") == []
 
 
 def test_failed_pools_from_health_and_from_serve_status():
