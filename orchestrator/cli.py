@@ -538,11 +538,12 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
             outcomes = run_builds(specs, default_store(spec))
         _require_built(outcomes)
         artifacts = {o.node_type: o.path for o in outcomes}
-    _deploy(plan, spec, host, port, public_name=public_name or plan.model,
-            artifacts=artifacts, engine="simulated" if simulated_engines else None,
-            policy=policy, key_digests=[auth.digest(k) for k in keys])
     base = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
-    with con.status("waiting for every pool to load its engine...") as st:
+    with con.status("deploying: each pool verifies its artifact and loads its engine...") \
+            as st:
+        _deploy(plan, spec, host, port, public_name=public_name or plan.model,
+                artifacts=artifacts, engine="simulated" if simulated_engines else None,
+                policy=policy, key_digests=[auth.digest(k) for k in keys])
         try:
             health = lifecycle.wait_ready(
                 base, timeout_s, lambda b: st.update(_loading_line(b)),

@@ -144,7 +144,13 @@ def deploy(app, host: str, port: int) -> None:
     loads.clear(APP_NAME)  # an earlier deployment's load records say nothing of this one
     # Several raylets may share one host (emulated clusters): only the head runs a proxy.
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    try:
+        # Returns once every deployment runs, or raises once one has failed to start;
+        # wait_ready then names the pool and the reason from its load records.
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    except RuntimeError as e:
+        if "Deploying application" not in str(e):
+            raise
 
 
 ENTRY = "orchestrator.serve.entry:app"
