@@ -67,3 +67,55 @@ def _json(raw: bytes):
         return json.loads(raw.decode())
     except ValueError:
         return raw.decode()
+
+
+def wait_for(cond, timeout_s: float, what: str, period_s: float = 0.5) -> None:
+    """Poll `cond` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(period_s)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+def replicas(base: str) -> dict[str, int]:
+    """Live replicas per pool, as the ingress lists them."""
+    return {dep: len(p["replicas"]) for dep, p in get(f"{base}/status")[1]["pools"].items()}
+
+
+def build_demo(store):
+    """The demo's plan (clusters/local.yaml) and its artifacts, built into `store`:
+    {node type: artifact path}."""
+    from orchestrator.build.runner import run_builds
+    from orchestrator.build.spec import build_specs
+    from orchestrator.config import load_cluster_spec
+    from orchestrator.planner.select import plan_cluster
+    from tests.conftest import CLUSTERS
+
+    spec = load_cluster_spec(CLUSTERS / "local.yaml")
+    plan = plan_cluster(spec)
+    outcomes = run_builds(build_specs(plan, spec), store)
+    assert all(o.ok for o in outcomes), outcomes
+    return plan, {o.node_type: o.path for o in outcomes}
+
+
+def deploy_autoscaled(spec, model: str) -> tuple[str, dict]:
+    """Deploy `spec` through a Serve config with the application-level autoscaling policy,
+    simulated engines (the serving path is under test, not the engines). Returns the base
+    URL, without waiting, and each deployment's scaling bounds."""
+    from orchestrator.autoscale.bounds import scaling_config
+    from orchestrator.k8s.values import compact_plan
+    from orchestrator.planner.select import plan_cluster
+    from orchestrator.serve import lifecycle
+    from orchestrator.serve.app import deployment_name
+
+    plan = plan_cluster(spec)
+    names = {n.node_type: deployment_name(n.node_type) for n in plan.pools()}
+    scaling, kwargs = scaling_config(plan, spec, names, lifecycle.APP_NAME)
+    port = free_port()
+    lifecycle.deploy_config({"plan": compact_plan(plan).model_dump_json(), "model_name": model,
+                             "engine": "simulated", "scaling": scaling,
+                             "serving": {"max_waiting": 4, "api_keys_env": None}},
+                            kwargs, "127.0.0.1", port)
+    return f"http://127.0.0.1:{port}", scaling

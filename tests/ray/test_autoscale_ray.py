@@ -9,14 +9,11 @@ import time
 
 import pytest
 
-from orchestrator.autoscale.bounds import scaling_config
 from orchestrator.config import ClusterSpec, load_cluster_spec
-from orchestrator.k8s.values import compact_plan
-from orchestrator.planner.select import plan_cluster
 from orchestrator.serve import lifecycle
-from orchestrator.serve.app import deployment_name
 from tests.conftest import CLUSTERS
-from tests.ray.serve_util import A100, MIXED_NODES, R3090, free_port, get, post
+from tests.ray.serve_util import (A100, MIXED_NODES, R3090, deploy_autoscaled, free_port, get,
+                                  post, replicas, wait_for)
 
 pytestmark = pytest.mark.ray
 
@@ -39,33 +36,11 @@ def spec():
 def endpoint(ray_cluster):
     from ray import serve
 
-    s = spec()
-    plan = plan_cluster(s)
-    names = {n.node_type: deployment_name(n.node_type) for n in plan.pools()}
-    scaling, kwargs = scaling_config(plan, s, names, lifecycle.APP_NAME)
+    base, scaling = deploy_autoscaled(spec(), MODEL)
     assert scaling[POOL] == {"min_replicas": 1, "max_replicas": 3, "initial_replicas": 1}
-    port = free_port()
-    lifecycle.deploy_config({"plan": compact_plan(plan).model_dump_json(), "model_name": MODEL,
-                             "engine": "simulated", "scaling": scaling,
-                             "serving": {"max_waiting": 4, "api_keys_env": None}},
-                            kwargs, "127.0.0.1", port)
-    base = f"http://127.0.0.1:{port}"
-    lifecycle.wait_healthy(base, 180)
+    lifecycle.wait_ready(base, 180)
     yield base
     serve.shutdown()
-
-
-def replicas(base) -> dict[str, int]:
-    return {dep: len(p["replicas"]) for dep, p in get(f"{base}/status")[1]["pools"].items()}
-
-
-def wait_for(cond, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
 
 
 def test_starts_at_min(endpoint):

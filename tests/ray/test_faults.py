@@ -16,7 +16,7 @@ from orchestrator.config import load_cluster_spec
 from orchestrator.planner.select import plan_cluster
 from orchestrator.serve.app import build_app
 from tests.conftest import CLUSTERS
-from tests.ray.serve_util import MIXED_NODES, R3090, deploy, free_port, get, post
+from tests.ray.serve_util import MIXED_NODES, R3090, deploy, free_port, get, post, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -39,15 +39,6 @@ def endpoint(ray_cluster):
 def complete(base, model=MODEL, prompt="hello world", max_tokens=4, timeout=120):
     return post(f"{base}/v1/completions",
                 {"model": model, "prompt": prompt, "max_tokens": max_tokens}, timeout=timeout)
-
-
-def wait_for(cond, timeout_s: float, what: str, period_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(period_s)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
 
 
 def status(base):

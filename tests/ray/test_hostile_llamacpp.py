@@ -7,15 +7,11 @@ below 500, every error is OpenAI-shaped, and the endpoint still serves afterward
 
 import pytest
 
-from orchestrator.build.runner import run_builds
-from orchestrator.build.spec import build_specs
-from orchestrator.config import ServingSpec, load_cluster_spec
-from orchestrator.planner.select import plan_cluster
+from orchestrator.config import ServingSpec
 from orchestrator.serve.app import build_app
 from orchestrator.serve.auth import digest
-from tests.conftest import CLUSTERS
 from tests.ray import test_hostile_input as suite
-from tests.ray.serve_util import deploy, free_port, get, post
+from tests.ray.serve_util import build_demo, deploy, free_port, get, post
 
 # The suite's tests, collected here again with this module's `endpoint`.
 from tests.ray.test_hostile_input import (  # noqa: F401
@@ -35,12 +31,8 @@ def endpoint(ray_cluster, tmp_path_factory):
     pytest.importorskip("llama_cpp", reason="llamacpp extra not installed")
     from ray import serve
 
-    spec = load_cluster_spec(CLUSTERS / "local.yaml")
-    plan = plan_cluster(spec)
-    outcomes = run_builds(build_specs(plan, spec), tmp_path_factory.mktemp("store"))
-    assert all(o.ok for o in outcomes), outcomes
-    app = build_app(plan, model_name=suite.MODEL,
-                    artifacts={o.node_type: o.path for o in outcomes},
+    plan, artifacts = build_demo(tmp_path_factory.mktemp("store"))
+    app = build_app(plan, model_name=suite.MODEL, artifacts=artifacts,
                     key_digests=[digest(suite.KEY)], public_paths=["/health"],
                     max_body_bytes=suite.MAX_BODY, max_context=512, max_waiting=8,
                     serving=ServingSpec(default_max_tokens=4))

@@ -10,19 +10,14 @@ demo on the same emulated nodes, which carry two GPU-group units each for that."
 import asyncio
 import json
 import shutil
-import time
 
 import pytest
 
 from orchestrator.bench.overload import disconnect_storm
-from orchestrator.build.runner import run_builds
-from orchestrator.build.spec import build_specs
-from orchestrator.config import ServingSpec, load_cluster_spec
-from orchestrator.planner.select import plan_cluster
+from orchestrator.config import ServingSpec
 from orchestrator.serve import lifecycle
 from orchestrator.serve.app import build_app
-from tests.conftest import CLUSTERS
-from tests.ray.serve_util import deploy, free_port, get, post
+from tests.ray.serve_util import build_demo, deploy, free_port, get, post, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -37,12 +32,8 @@ def stack(ray_cluster, tmp_path_factory):
     pytest.importorskip("llama_cpp", reason="llamacpp extra not installed")
     from ray import serve
 
-    spec = load_cluster_spec(CLUSTERS / "local.yaml")
-    plan = plan_cluster(spec)
     store = tmp_path_factory.mktemp("store")
-    outcomes = run_builds(build_specs(plan, spec), store)
-    assert all(o.ok for o in outcomes), outcomes
-    artifacts = {o.node_type: o.path for o in outcomes}
+    plan, artifacts = build_demo(store)
     app = build_app(plan, model_name=MODEL, artifacts=artifacts, max_context=CONTEXT,
                     serving=ServingSpec(max_waiting=64))
     port = free_port()
@@ -60,15 +51,6 @@ def metrics_text(base) -> str:
 
     with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
         return r.read().decode()
-
-
-def wait_for(cond, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
 
 
 def idle(base) -> bool:

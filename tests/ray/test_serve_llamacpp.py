@@ -4,13 +4,8 @@ the official openai client."""
 
 import pytest
 
-from orchestrator.build.runner import run_builds
-from orchestrator.build.spec import build_specs
-from orchestrator.config import load_cluster_spec
-from orchestrator.planner.select import plan_cluster
 from orchestrator.serve.app import build_app
-from tests.conftest import CLUSTERS
-from tests.ray.serve_util import deploy, free_port, get
+from tests.ray.serve_util import build_demo, deploy, free_port, get
 
 pytestmark = pytest.mark.ray
 
@@ -25,11 +20,8 @@ def client(ray_cluster, tmp_path_factory):
     from openai import OpenAI
     from ray import serve
 
-    spec = load_cluster_spec(CLUSTERS / "local.yaml")
-    plan = plan_cluster(spec)
-    outcomes = run_builds(build_specs(plan, spec), tmp_path_factory.mktemp("store"))
-    assert all(o.ok for o in outcomes), outcomes
-    app = build_app(plan, model_name=MODEL, artifacts={o.node_type: o.path for o in outcomes})
+    plan, artifacts = build_demo(tmp_path_factory.mktemp("store"))
+    app = build_app(plan, model_name=MODEL, artifacts=artifacts)
     base = deploy(app, free_port())
     yield OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0), base
     serve.shutdown()
