@@ -57,7 +57,8 @@ async def inprocess_runs(model_path, threads, runs, conc, salt):
     for run in range(runs):
         async def one(i):
             s = bc.Sample(ok=False, start=time.perf_counter())
-            req = GenerateRequest(f"r{run}-{i}", prompt=bc.make_prompt(words, salt + run * conc + i),
+            req = GenerateRequest(f"r{run}-{i}",
+                                  prompt=bc.make_prompt(words, salt + run * conc + i),
                                   max_tokens=256, temperature=0.0)
             async for c in eng.generate(req):
                 now = time.perf_counter()

@@ -668,7 +668,6 @@ def scale(pool, replicas, address):
     max (max: the GPU groups of that type in the inventory). Needs a node type with an
     `autoscaling:` section; pools without one have fixed replicas.
     """
-    from orchestrator.autoscale.serve_policy import KV_NAMESPACE, decisions_key, override_key
     from orchestrator.serve import lifecycle
 
     state = lifecycle.load_state()
@@ -677,34 +676,7 @@ def scale(pool, replicas, address):
     except Exception as e:
         raise UserError(f"no Ray cluster to ask ({e}); start one with `orchestrator up`") \
             from None
-    from ray.experimental import internal_kv
-
-    deployments = lifecycle.serve_status()["deployments"]
-    dep = pool if pool in deployments else f"pool-{pool}"
-    if dep not in deployments or dep == "ingress":
-        names = [d.removeprefix("pool-") for d in deployments if d != "ingress"]
-        raise UserError(f"no pool {pool!r}; pools: {', '.join(names)}")
-    raw = internal_kv._internal_kv_get(decisions_key(lifecycle.APP_NAME),
-                                       namespace=KV_NAMESPACE)
-    decided = (json.loads(raw)["pools"] if raw else {}).get(dep)
-    if decided is None:
-        raise UserError(f"{dep} is not autoscaled, so its replicas are fixed: add an "
-                        "`autoscaling:` section to its node type and run `orchestrator up`")
-    key = override_key(lifecycle.APP_NAME, dep)
-    if replicas == "auto":
-        internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
-        click.echo(f"{dep}: back to the autoscaling policy")
-        return
-    try:
-        n = int(replicas)
-    except ValueError:
-        raise UserError(f"N must be a whole number or 'auto', not {replicas!r}") from None
-    if not decided["min"] <= n <= decided["max"]:
-        raise UserError(f"{dep} takes {decided['min']} to {decided['max']} replicas (max: "
-                        f"the GPU groups of its type in the inventory); {n} is outside")
-    internal_kv._internal_kv_put(key, str(n), overwrite=True, namespace=KV_NAMESPACE)
-    click.echo(f"{dep}: pinned at {n} replica(s) (was {decided['current']}); "
-               f"`orchestrator scale {pool} auto` hands it back")
+    click.echo(lifecycle.scale_pool(pool, replicas))
 
 
 @main.command("helm-values")

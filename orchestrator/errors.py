@@ -1,4 +1,5 @@
-"""Error classes: user errors (bad input, fixable by the user) versus faults (our or an engine's)."""
+"""Error classes: user errors (bad input, fixable by the user) versus faults (ours or an
+engine's)."""
 
 
 class OrchestratorError(Exception):

@@ -44,7 +44,7 @@ def autoscaled(spec: ClusterSpec | None) -> bool:
 
 
 def policy_kwargs(plan: Plan, spec: ClusterSpec, names: dict[str, str], app: str) -> dict:
-    """JSON-able arguments for serve_policy.ClusterAutoscaler: every pool's PoolSpec (by
+    """JSON-able arguments for autoscaler.ClusterAutoscaler: every pool's PoolSpec (by
     deployment name) and the knobs."""
     pools = [asdict(pool_spec(n, spec, names[n.node_type])[0]) for n in plan.pools()]
     knobs = asdict(Knobs(**spec.autoscaling.model_dump()))

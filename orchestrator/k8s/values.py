@@ -27,7 +27,7 @@ def _autoscaling(plan: Plan, spec: ClusterSpec) -> dict:
     names = {n.node_type: f"pool-{n.node_type}" for n in plan.pools()}
     scaling, kwargs = scaling_config(plan, spec, names, "orchestrator")
     return {"scaling": scaling,
-            "autoscalingPolicy": {"policy_function": "orchestrator.autoscale.serve_policy:"
+            "autoscalingPolicy": {"policy_function": "orchestrator.serve.autoscaler:"
                                                      "ClusterAutoscaler",
                                   "policy_kwargs": kwargs}}
 

@@ -101,7 +101,7 @@ def build_app(plan: Plan, *, model_name: str, artifacts: dict[str, str] | None =
     """The Serve application. `key_digests` are SHA-256 digests of the API keys (see
     serve/auth.py); none means the endpoint takes no key. `scaling` (deployment name ->
     min/max/initial replicas) turns on Serve autoscaling for every deployment, for the
-    application-level policy in autoscale/serve_policy.py to drive. `serving` gives the
+    application-level policy in serve/autoscaler.py to drive. `serving` gives the
     timeouts, the engine stall bound and the default output limit."""
     artifacts = artifacts or {}
     serving = serving or ServingSpec()

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 import ray
 from ray import serve
 
-from orchestrator.autoscale.serve_policy import KV_NAMESPACE, decisions_key
+from orchestrator.serve.autoscaler import KV_NAMESPACE, decisions_key
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.router import policies
 from orchestrator.router.context import RouteRequest
@@ -222,7 +222,7 @@ class Ingress:
 
     async def record_autoscaling_stats(self) -> dict:
         """Called by Serve every metrics interval when autoscaling is on: refusals per
-        pool since the last call (autoscale/serve_policy.py reads them)."""
+        pool since the last call (serve/autoscaler.py reads them)."""
         return self.d.take_refused()
 
     # -- the request path ---------------------------------------------------------------

@@ -154,7 +154,7 @@ def deploy(app, host: str, port: int) -> None:
 
 
 ENTRY = "orchestrator.serve.entry:app"
-AUTOSCALER = "orchestrator.autoscale.serve_policy:ClusterAutoscaler"
+AUTOSCALER = "orchestrator.serve.autoscaler:ClusterAutoscaler"
 
 
 def deploy_config(args: dict, policy_kwargs: dict, host: str, port: int) -> None:
@@ -216,3 +216,36 @@ def take_down(address: str | None) -> list[str]:
     if STATE.exists():
         STATE.unlink()
     return done
+
+
+def scale_pool(pool: str, replicas: str) -> str:
+    """Pin an autoscaled pool (node type or deployment name) at `replicas` within its
+    bounds, or hand it back to the policy with "auto"; what was done, in words."""
+    from ray.experimental import internal_kv
+
+    from orchestrator.serve.autoscaler import KV_NAMESPACE, decisions_key, override_key
+
+    deployments = serve_status()["deployments"]
+    dep = pool if pool in deployments else f"pool-{pool}"
+    if dep not in deployments or dep == "ingress":
+        names = [d.removeprefix("pool-") for d in deployments if d != "ingress"]
+        raise UserError(f"no pool {pool!r}; pools: {', '.join(names)}")
+    raw = internal_kv._internal_kv_get(decisions_key(APP_NAME), namespace=KV_NAMESPACE)
+    decided = (json.loads(raw)["pools"] if raw else {}).get(dep)
+    if decided is None:
+        raise UserError(f"{dep} is not autoscaled, so its replicas are fixed: add an "
+                        "`autoscaling:` section to its node type and run `orchestrator up`")
+    key = override_key(APP_NAME, dep)
+    if replicas == "auto":
+        internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
+        return f"{dep}: back to the autoscaling policy"
+    try:
+        n = int(replicas)
+    except ValueError:
+        raise UserError(f"N must be a whole number or 'auto', not {replicas!r}") from None
+    if not decided["min"] <= n <= decided["max"]:
+        raise UserError(f"{dep} takes {decided['min']} to {decided['max']} replicas (max: "
+                        f"the GPU groups of its type in the inventory); {n} is outside")
+    internal_kv._internal_kv_put(key, str(n), overwrite=True, namespace=KV_NAMESPACE)
+    return (f"{dep}: pinned at {n} replica(s) (was {decided['current']}); "
+            f"`orchestrator scale {pool} auto` hands it back")

@@ -152,7 +152,7 @@ class Pool:
 
     async def record_autoscaling_stats(self) -> dict:
         """Called by Serve every metrics interval; reaches the autoscaling policy
-        (autoscale/serve_policy.py) as aggregated custom metrics."""
+        (serve/autoscaler.py) as aggregated custom metrics."""
         st = self.engine.stats()
         return {"running": float(st.running), "waiting": float(st.waiting),
                 "waiting_pinned": float(min(self.pinned_waiting, st.waiting))}

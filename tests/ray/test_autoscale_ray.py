@@ -1,4 +1,4 @@
-"""Autoscaling for real: Serve's application-level policy (autoscale/serve_policy.py) on an
+"""Autoscaling for real: Serve's application-level policy (serve/autoscaler.py) on an
 emulated mixed cluster (one 4x A100 node, three 2x3090 nodes, a CPU head; simulated
 engines). A load ramp grows the 3090 pool up to its inventory and never past it, the F16
 pool stays put, idle shrinks it again, and a manual override pins it."""

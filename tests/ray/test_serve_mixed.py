@@ -117,7 +117,8 @@ def test_killed_replica_loses_no_non_streaming_request(endpoint):
     with cf.ThreadPoolExecutor(10) as pool:
         futures = [pool.submit(one, i) for i in range(10)]
         time.sleep(0.6)
-        pids = [r["pid"] for r in get(f"{endpoint}/status")[1]["pools"][f"pool-{R3090}"]["replicas"]]
+        listed = get(f"{endpoint}/status")[1]["pools"][f"pool-{R3090}"]
+        pids = [r["pid"] for r in listed["replicas"]]
         assert all(pids)
         os.kill(pids[0], signal.SIGKILL)  # the replica's process dies under load
         results = [f.result() for f in futures]

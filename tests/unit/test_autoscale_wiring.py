@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.autoscale import serve_policy
+from orchestrator.serve import autoscaler
 from orchestrator.autoscale.bounds import autoscaled, scaling_config
 from orchestrator.config import ClusterSpec, load_cluster_spec
 from orchestrator.errors import SpecError
@@ -18,12 +18,14 @@ A100, R3090 = "a100-80g-sxm-x4-nvlink", "rtx-3090-x2-nvlink"
 NAMES = {A100: f"pool-{A100}", R3090: f"pool-{R3090}"}
 
 
-def spec(**scaling) -> ClusterSpec:
+def spec(count: int | None = None, **scaling) -> ClusterSpec:
     data = load_cluster_spec(CLUSTERS / "mixed.yaml").model_dump(mode="json",
                                                                  exclude_none=True)
     for nt in data["node_types"]:
         if nt["name"] == R3090 and scaling:
             nt["autoscaling"] = scaling
+        if nt["name"] == R3090 and count:
+            nt.update(count=count, addresses=[])
     return ClusterSpec.model_validate(data)
 
 
@@ -70,11 +72,11 @@ def ctx(name, current, target, now, **metrics):
 @pytest.fixture
 def policy(monkeypatch):
     kv = FakeKV()
-    monkeypatch.setattr(serve_policy, "_kv", lambda: kv)
+    monkeypatch.setattr(autoscaler, "_kv", lambda: kv)
     s = spec(min_replicas=1)
     _, kwargs = scaling_config(plan_cluster(s), s, NAMES, "app")
     kwargs["knobs"] |= {"up_cooldown_s": 0, "down_delay_s": 5}
-    return serve_policy.ClusterAutoscaler(**kwargs), kv
+    return autoscaler.ClusterAutoscaler(**kwargs), kv
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def test_policy_grows_the_pool_with_refused_pinned_demand_and_publishes_why(poli
     assert decisions == {a: 1, r: 2, ing: 1}  # 3090 capped at its 2 GPU groups
     assert set(state) == set(contexts)
     import json
-    published = json.loads(kv.data[serve_policy.decisions_key("app")])["pools"]
+    published = json.loads(kv.data[autoscaler.decisions_key("app")])["pools"]
     assert published[r.name]["desired"] == 2 and published[r.name]["max"] == 2
     assert "capped at 2" in published[r.name]["reason"]
 
@@ -115,6 +117,20 @@ def test_policy_keeps_a_scale_up_in_progress_and_shrinks_after_the_delay(policy)
 def test_override_wins_within_bounds(policy):
     p, kv = policy
     a, r = dep(NAMES[A100]), dep(NAMES[R3090])
-    kv.data[serve_policy.override_key("app", r.name)] = b"2"
+    kv.data[autoscaler.override_key("app", r.name)] = b"2"
     decisions, _ = p({a: ctx(a.name, 1, 1, 100.0), r: ctx(r.name, 1, 1, 100.0)})
     assert decisions[r] == 2
+
+
+def test_a_smaller_scale_up_never_cancels_a_larger_one_still_starting(monkeypatch):
+    monkeypatch.setattr(autoscaler, "_kv", lambda: FakeKV())
+    s = spec(count=4, min_replicas=1)
+    _, kwargs = scaling_config(plan_cluster(s), s, NAMES, "app")
+    kwargs["knobs"] |= {"up_cooldown_s": 0}
+    p = autoscaler.ClusterAutoscaler(**kwargs)
+    a, r = dep(NAMES[A100]), dep(NAMES[R3090])
+    # 3 replicas are starting (target 3) for load that has since dipped to what 2 would
+    # hold: the target stays 3, so Serve stops none of the replicas still starting
+    contexts = {a: ctx(a.name, 1, 1, 100.0),
+                r: ctx(r.name, 1, 3, 100.0, running=6, waiting=1)}
+    assert p(contexts)[0][r] == 3

@@ -109,8 +109,15 @@ class ClusterAutoscaler:
                 continue
             d = decisions[name]
             s = next(x for x in specs if x.name == name)
-            # "no change" keeps Serve's target, so replicas still starting are not cancelled
-            want = d.desired if d.desired != d.current else ctx.target_num_replicas
+            # "no change" keeps Serve's target, and a smaller scale-up never lowers a larger
+            # one still under way: replicas still starting are not cancelled (the load they
+            # were started for wobbles while they start)
+            if d.desired == d.current:
+                want = ctx.target_num_replicas
+            elif d.desired > d.current:
+                want = max(d.desired, ctx.target_num_replicas)
+            else:
+                want = d.desired
             why = d.reason
             if name in pinned:
                 want = min(max(pinned[name], 0 if s.scale_to_zero else 1), s.max_replicas)
