@@ -21,7 +21,8 @@ class TrtllmEngine(Engine):
         self.artifact_dir = Path(artifact_dir)
         self.tp = tensor_parallel_size
         self.llm = None
-        self.running: dict[str, int] = {}
+        self.running: dict[str, int] = {}  # request id -> tokens left to decode
+        self.waiting: dict[str, tuple[int, int]] = {}  # until its first output
         self.results: dict[str, object] = {}  # request id -> its GenerationResult
 
     async def start(self) -> None:
@@ -63,19 +64,22 @@ class TrtllmEngine(Engine):
         params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
                                 top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
         # generate_async takes token ids as well as text: a chat prompt goes in encoded
-        # without special tokens, so it keeps the one BOS its template wrote
+        # with exactly one BOS (engines/chat.encode_once)
         inputs = self.encode(prompt, True) if chat else prompt
         n_prompt = len(inputs) if chat else req.prompt_token_count(self, prompt)
-        self.running[req.request_id] = req.max_tokens
+        self.waiting[req.request_id] = (n_prompt, req.max_tokens)
         result = self.llm.generate_async(inputs, params, streaming=True)
         self.results[req.request_id] = result
         finished = False
         try:
             async for out in result:
+                self.waiting.pop(req.request_id, None)
                 o = out.outputs[0]
+                self.running[req.request_id] = req.max_tokens - len(o.token_ids)
                 yield Chunk(o.text_diff, len(o.token_ids), n_prompt, o.finish_reason)
             finished = True
         finally:
+            self.waiting.pop(req.request_id, None)
             self.running.pop(req.request_id, None)
             self.results.pop(req.request_id, None)
             if not finished:  # the client left: stop decoding for it
@@ -87,7 +91,9 @@ class TrtllmEngine(Engine):
             result.abort()
 
     def stats(self) -> EngineStats:
-        return EngineStats(running=len(self.running),
+        return EngineStats(running=len(self.running), waiting=len(self.waiting),
+                           waiting_prefill_tokens=sum(p for p, _ in self.waiting.values()),
+                           waiting_output_tokens=sum(m for _, m in self.waiting.values()),
                            decode_tokens_left=sum(self.running.values()))
 
     async def stop(self) -> None:

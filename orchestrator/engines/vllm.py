@@ -30,7 +30,10 @@ class VllmEngine(Engine):
         self.fallback_template = chat_template
         self.cpu_kv_space_gib = cpu_kv_space_gib
         self.engine = self.tokenizer = None
-        self.running: dict[str, int] = {}
+        self.running: dict[str, int] = {}  # request id -> tokens left to decode
+        # request id -> (prompt tokens, max_tokens) until its first output: queued or in
+        # prefill, which is what the router and the autoscaler count as waiting
+        self.waiting: dict[str, tuple[int, int]] = {}
         self.rate = TokenRate()
 
     async def start(self) -> None:
@@ -84,12 +87,15 @@ class VllmEngine(Engine):
         except ValueError as e:  # vLLM's own range checks on sampling values
             raise RequestError(f"a sampling value vLLM cannot take: {str(e)[:200]}") \
                 from None
-        inputs = TokensPrompt(prompt_token_ids=self.encode(prompt, True)) if chat else prompt
+        ids = self.encode(prompt, True) if chat else None
+        inputs = TokensPrompt(prompt_token_ids=ids) if chat else prompt
         sent = done = 0
         finished = False
-        self.running[req.request_id] = req.max_tokens
+        self.waiting[req.request_id] = (len(ids) if ids else req.prompt_tokens or 0,
+                                        req.max_tokens)
         try:
             async for out in self.engine.generate(inputs, params, req.request_id):
+                self.waiting.pop(req.request_id, None)
                 o = out.outputs[0]
                 n = len(o.token_ids)
                 self.rate.add(n - done)
@@ -101,6 +107,7 @@ class VllmEngine(Engine):
                     sent = len(o.text)
             finished = True
         finally:
+            self.waiting.pop(req.request_id, None)
             self.running.pop(req.request_id, None)
             if not finished:  # the client left or the request failed: free its KV now
                 await self.engine.abort(req.request_id)
@@ -109,7 +116,9 @@ class VllmEngine(Engine):
         await self.engine.abort(request_id)
 
     def stats(self) -> EngineStats:
-        return EngineStats(running=len(self.running),
+        return EngineStats(running=len(self.running), waiting=len(self.waiting),
+                           waiting_prefill_tokens=sum(p for p, _ in self.waiting.values()),
+                           waiting_output_tokens=sum(m for _, m in self.waiting.values()),
                            decode_tokens_left=sum(self.running.values()),
                            recent_tokens_per_s=self.rate.per_s())
 
