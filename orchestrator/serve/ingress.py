@@ -119,12 +119,12 @@ class Ingress:
     def _pool_states(self) -> dict[str, dict]:
         """Per pool: loading, ready or failed, with reason, restarts and load seconds."""
         now = time.monotonic()
-        if now - self.loads_at >= LOADS_TTL_S:
-            live = self.d.live_counts()
-            self.loads_cache = {dep: {"replicas": live[dep], **loads.summary(
-                loads.records(self.app_name, dep), live[dep])} for dep in self.pools}
+        if now - self.loads_at >= LOADS_TTL_S:  # the records come from Ray's GCS
+            self.loads_cache = {dep: loads.records(self.app_name, dep) for dep in self.pools}
             self.loads_at = now
-        return self.loads_cache
+        live = self.d.live_counts()
+        return {dep: {"replicas": live[dep], **loads.summary(self.loads_cache[dep], live[dep])}
+                for dep in self.pools}
 
     def _model(self, model: str) -> Optional[str]:
         base, _, pin = model.partition(":")
@@ -157,7 +157,6 @@ class Ingress:
         """ok: every pool has a loaded replica; degraded: some do; unavailable: none.
         Per pool: loading, ready or failed (reason, restarts, load seconds)."""
         self._authorize(request, "/health")
-        self.loads_at = -LOADS_TTL_S  # `up` polls this: always fresh
         pools = self._pool_states()
         counts = {dep: p["replicas"] for dep, p in pools.items()}
         state = ("ok" if all(counts.values()) else "degraded" if any(counts.values())

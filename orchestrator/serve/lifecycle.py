@@ -131,11 +131,6 @@ def wait_ready(base_url: str, timeout_s: float, on_wait=lambda body: None,
     raise OrchestratorError(f"{base_url} not ready after {timeout_s:.0f} s: {last}")
 
 
-def wait_healthy(base_url: str, timeout_s: float, on_wait=lambda body: None,
-                 key: str | None = None) -> dict:
-    return wait_ready(base_url, timeout_s, on_wait, key)
-
-
 def deploy(app, host: str, port: int) -> None:
     from ray import serve
 
