@@ -221,11 +221,12 @@ def artifacts_view(store, items) -> Group:
     return Group(*parts)
 
 
-def _engine_state(p: dict) -> str:
+def _engine_state(p: dict, serve_status: str) -> str:
     """loading | ready | failed, with the restarts and the last load's seconds."""
     if "state" not in p:
         return "-"
-    out = p["state"]
+    # Serve gave up on a pool whose last replica died before it could say so
+    out = "failed" if serve_status == "DEPLOY_FAILED" else p["state"]
     if p.get("load_s") is not None:
         out += f", loaded in {p['load_s']:.0f} s"
     if p.get("restarts"):
@@ -245,7 +246,7 @@ def status_view(serve_st: dict, base: str, pools: dict, autoscaling: dict | None
     for name, d in serve_st["deployments"].items():
         p = pools.get(name, {})
         reps = p.get("replicas", [])
-        t.add_row(name, p.get("precision", "-"), d["status"], _engine_state(p),
+        t.add_row(name, p.get("precision", "-"), d["status"], _engine_state(p, d["status"]),
                   ", ".join(f"{k} {v}" for k, v in d["replicas"].items()) or "-",
                   ", ".join(sorted({(r.get("node_id") or "?")[:8] for r in reps})) or "-",
                   str(sum(r["waiting"] for r in reps)), str(sum(r["running"] for r in reps)),

@@ -96,8 +96,11 @@ def failed_pools(health: object, serve_st: dict | None = None) -> dict[str, str]
             out[dep] = p.get("reason") or "failed to load"
     for dep, d in ((serve_st or {}).get("deployments") or {}).items():
         if dep not in out and dep != "ingress" and d.get("status") in FAILED_STATUSES:
+            # Serve has given up on the pool: its replicas' own last failure says more
+            # than Serve's message (a crashed replica's signal and where)
             msg = (d.get("message") or d["status"]).strip().splitlines()
-            out[dep] = " | ".join(m.strip() for m in msg[:3])[:500]
+            out[dep] = pools.get(dep, {}).get("last_failure") or \
+                " | ".join(m.strip() for m in msg[:3])[:500]
     return out
 
 

@@ -83,10 +83,14 @@ class Pool:
         self.app, self.dep = ctx.app_name, ctx.deployment
         self.replica = ctx.replica_id.unique_id
         self._crash_log = loads.watch_crashes(f"{self.app}:{self.dep}")
-        for pid, reason in loads.collect_crashes(f"{self.app}:{self.dep}"):
+        crashed = loads.collect_crashes(f"{self.app}:{self.dep}")
+        earlier = {r.pid: r for r in loads.records(self.app, self.dep)} if crashed else {}
+        for pid, reason in crashed:
             log.error("an earlier replica of %s (pid %d) died: %s", self.dep, pid, reason)
-            loads.record(self.app, self.dep, LoadRecord(f"pid-{pid}", pid, "failed",
-                                                        loads.now(), reason=reason))
+            was = earlier.get(pid)  # its own "loading" or "ready" record becomes the failure
+            loads.record(self.app, self.dep, LoadRecord(
+                was.replica if was else f"pid-{pid}", pid, "failed",
+                was.started_at if was else loads.now(), reason=reason))
         started = loads.now()
         loads.record(self.app, self.dep, LoadRecord(self.replica, os.getpid(), "loading",
                                                     started))

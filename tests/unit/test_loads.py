@@ -69,3 +69,7 @@ def test_failed_pools_from_health_and_from_serve_status():
     assert lifecycle.failed_pools(health, serve_st) == {
         "pool-a": "artifact corrupted", "pool-b": "replica died | more"}
     assert lifecycle.failed_pools("connection refused", None) == {}
+    # Serve gave up while the last replica was still "loading" when it crashed: the
+    # replicas' last recorded failure (a crash found by the next one) is the reason
+    health["pools"]["pool-b"]["last_failure"] = "engine crash: Illegal instruction (SIGILL)"
+    assert lifecycle.failed_pools(health, serve_st)["pool-b"].startswith("engine crash")
