@@ -86,11 +86,13 @@ class Pool:
         crashed = loads.collect_crashes(f"{self.app}:{self.dep}")
         earlier = {r.pid: r for r in loads.records(self.app, self.dep)} if crashed else {}
         for pid, reason in crashed:
+            was = earlier.get(pid)
+            if was is None:  # a replica of an earlier deployment or cluster: not this one's
+                continue
             log.error("an earlier replica of %s (pid %d) died: %s", self.dep, pid, reason)
-            was = earlier.get(pid)  # its own "loading" or "ready" record becomes the failure
-            loads.record(self.app, self.dep, LoadRecord(
-                was.replica if was else f"pid-{pid}", pid, "failed",
-                was.started_at if was else loads.now(), reason=reason))
+            # its own "loading" or "ready" record becomes the failure
+            loads.record(self.app, self.dep, LoadRecord(was.replica, pid, "failed",
+                                                        was.started_at, reason=reason))
         started = loads.now()
         loads.record(self.app, self.dep, LoadRecord(self.replica, os.getpid(), "loading",
                                                     started))
