@@ -75,13 +75,6 @@ def status(base: str) -> dict:
     return get(f"{base}/status")[1]
 
 
-def idle(base: str) -> bool:
-    st = status(base)
-    reps = [r for p in st["pools"].values() for r in p["replicas"]]
-    return st["ingress"]["in_flight"] == 0 and all(
-        r["engine_waiting"] == 0 and r["engine_running"] == 0 for r in reps)
-
-
 def complete(base: str, model: str = MODEL, max_tokens: int = 4, prompt: str = "Hello"):
     from tests.ray.serve_util import post
 
@@ -101,6 +94,8 @@ def processes(base: str) -> dict[int, str]:
 
 
 def disconnect_phase(base: str, clients: int) -> dict:
+    from tests.ray.serve_util import idle
+
     body = {"model": MODEL, "prompt": "Tell me a long story about a lighthouse keeper. " * 12,
             "max_tokens": 64}
     t0 = time.monotonic()

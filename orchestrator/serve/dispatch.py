@@ -109,6 +109,11 @@ class Dispatcher:
         healthy = [v for v in views if v.id not in self.suspect]
         return healthy or views
 
+    def pass_over(self, replica: str) -> None:
+        """A replica that just failed a request: no request goes to it for SUSPECT_S (Serve
+        may list a replica of a lost node for a while)."""
+        self.suspect[replica] = self.clock() + SUSPECT_S
+
     def live_counts(self) -> dict[str, int]:
         listing = self.listing()
         return {dep: len(listing.get(dep, {})) for dep in self.pools}
@@ -136,9 +141,10 @@ class Dispatcher:
     def count_idle_demand(self, rr: RouteRequest, views: list[ReplicaView]) -> None:
         """A pool at zero replicas is owed the requests it would have taken: route once more
         with an idle replica of each such pool; if the policy picks one, that pool counts
-        the request as demand (served meanwhile by the others, or refused)."""
-        live = self.live_counts()
-        empty = [dep for dep, n in live.items() if n == 0]
+        the request as demand (served meanwhile by the others, or refused). `views` are
+        what views() just returned: the pools with no replica are those it listed none of."""
+        listed = {v.pool for v in self.templates.values()}
+        empty = [dep for dep in self.pools if dep not in listed]
         if not empty:
             return
         phantoms = [self._template(dep, f"phantom:{dep}") for dep in empty]
@@ -182,10 +188,13 @@ class Dispatcher:
         rid = req.request_id
         tried: set[str] = set()
         failures = 0
+        views = self.views()
         if not retry:
-            self.count_idle_demand(rr, self.views())
-        for _ in range(self.retries + 1):
-            views = [v for v in self.views() if v.id not in tried]
+            self.count_idle_demand(rr, views)
+        for attempt in range(self.retries + 1):
+            if attempt:  # a replica failed: the listing and the ledger have moved on
+                views = self.views()
+            views = [v for v in views if v.id not in tried]
             if not views and tried:
                 break
             d = route(self.policy, rr, views, bounded=not (retry or tried))
@@ -217,7 +226,7 @@ class Dispatcher:
                 log.error("%s failed on %s before its first token: %r", rid, target.id, e)
                 self.m["errors"].labels(dep, "replica_failed_before_first_token").inc()
                 tried.add(target.id)
-                self.suspect[target.id] = self.clock() + SUSPECT_S
+                self.pass_over(target.id)
                 failures += 1
                 continue
             if first is not None:

@@ -28,7 +28,7 @@ from orchestrator.serve import loads
 from orchestrator.serve import openai_api as oa
 from orchestrator.serve.auth import allowed, bearer
 from orchestrator.serve.contract import PoolRequest
-from orchestrator.serve.dispatch import SUSPECT_S, Dispatcher, Started, StreamTimeout
+from orchestrator.serve.dispatch import Dispatcher, Started, StreamTimeout
 from orchestrator.serve.metrics import make_metrics
 from orchestrator.serve.openai_api import ApiError
 from orchestrator.serve.pool_router import registry
@@ -296,7 +296,7 @@ class Ingress:
             except Exception as e:
                 log.error("%s failed mid-answer on %s: %r", rid, s.replica, e)
                 self.m["errors"].labels(s.dep, "replica_failed_mid_answer").inc()
-                self.d.suspect[s.replica] = time.monotonic() + SUSPECT_S
+                self.d.pass_over(s.replica)
                 failures += 1
         raise ApiError(503, f"request {rid} failed on {failures} replicas; retry shortly",
                        "server_error", None, "replica_failed", {"Retry-After": "1"})

@@ -15,7 +15,6 @@ import faulthandler
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from orchestrator.serve.contract import LoadRecord
@@ -152,7 +151,3 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-
-
-def now() -> float:
-    return time.time()

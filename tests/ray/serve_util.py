@@ -119,3 +119,13 @@ def deploy_autoscaled(spec, model: str) -> tuple[str, dict]:
                              "serving": {"max_waiting": 4, "api_keys_env": None}},
                             kwargs, "127.0.0.1", port)
     return f"http://127.0.0.1:{port}", scaling
+
+
+def idle(base: str) -> bool:
+    """Nothing in flight at the ingress, and no replica's engine waiting or running (the
+    engines' own counts, which replicas report every half second)."""
+    st = get(f"{base}/status")[1]
+    reps = [r for p in st["pools"].values() for r in p["replicas"]]
+    return st["ingress"]["in_flight"] == 0 and all(
+        r["engine_waiting"] == 0 and r["engine_running"] == 0 and r["waiting"] == 0
+        for r in reps)

@@ -17,7 +17,7 @@ from orchestrator.bench.overload import disconnect_storm
 from orchestrator.config import ServingSpec
 from orchestrator.serve import lifecycle
 from orchestrator.serve.app import build_app
-from tests.ray.serve_util import build_demo, deploy, free_port, get, post, wait_for
+from tests.ray.serve_util import build_demo, deploy, free_port, get, idle, post, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -51,14 +51,6 @@ def metrics_text(base) -> str:
 
     with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
         return r.read().decode()
-
-
-def idle(base) -> bool:
-    st = status(base)
-    reps = [r for p in st["pools"].values() for r in p["replicas"]]
-    return st["ingress"]["in_flight"] == 0 and all(
-        r["engine_waiting"] == 0 and r["engine_running"] == 0 and r["waiting"] == 0
-        for r in reps)
 
 
 def test_engines_are_loaded_before_the_endpoint_says_ready(stack):
