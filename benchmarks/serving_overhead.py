@@ -46,7 +46,7 @@ def free_port() -> int:
 
 async def inprocess_runs(model_path, threads, runs, conc, salt):
     from orchestrator.engines.base import GenerateRequest
-    from orchestrator.engines.llamacpp import LlamaCppEngine
+    from orchestrator.backends.llamacpp import LlamaCppEngine
 
     eng = LlamaCppEngine(model_path, n_ctx=2048, n_threads=threads)
     await eng.start()

@@ -3,18 +3,20 @@ file, the field and the valid choices."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.errors import SpecError
+from orchestrator.defaults import GPU_GROUP_PREFIX, MAX_WAITING, gpu_group_resource
+from orchestrator.errors import Deprecated, SpecError
 from orchestrator.hardware.catalog import GPU_CATALOG
-from orchestrator.models.backends import BACKENDS
+from orchestrator.backends import BACKENDS
 from orchestrator.models.catalog import MODEL_CATALOG
 from orchestrator.models.precision import PRECISIONS
-from orchestrator.planner.policies import POLICIES
+from orchestrator.planner.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
@@ -23,6 +25,19 @@ def _one_of(kind: str, value: str, valid) -> str:
     if value not in valid:
         raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(sorted(valid))}")
     return value
+
+
+def _renamed(data: Any, old: str, new: str, where: str) -> Any:
+    """Accept a key under its deprecated name: map ``old`` to ``new`` and warn, so specs
+    written before the rename keep loading; both at once is ambiguous, so an error."""
+    if not isinstance(data, dict) or old not in data:
+        return data
+    if new in data:
+        raise ValueError(f"{where}.{old} and {where}.{new} are both set; {old} is the "
+                         f"deprecated name of {new}: keep only {where}.{new}")
+    warnings.warn(f"{where}.{old} is deprecated; write {where}.{new}", Deprecated,
+                  stacklevel=2)
+    return {(new if k == old else k): v for k, v in data.items()}
 
 
 class _Spec(BaseModel):
@@ -87,7 +102,7 @@ class AutoscalingSpec(_Spec):
 
 class NodeTypeSpec(_Spec):
     name: str = Field(pattern=_NAME, description="node type name; also its Ray resource "
-                      "gpu_group:<name>")
+                      f"{GPU_GROUP_PREFIX}<name>")
     gpu: str | None = Field(None, description="GPU model id from the catalog")
     gpus_per_node: int | None = Field(None, gt=0, description="GPUs in each node's GPU group")
     interconnect: Literal["nvlink", "pcie"] = Field(
@@ -97,22 +112,31 @@ class NodeTypeSpec(_Spec):
     addresses: list[str] = Field(default_factory=list, description="hosts of the nodes")
     labels: dict[str, str] = Field(default_factory=dict, description="Kubernetes node labels")
     cost_per_hour: float | None = Field(None, ge=0, description="cost of one node per hour")
-    policy: str | None = Field(None, description="planner policy for this node type only")
+    objective: str | None = Field(
+        None, description="planning objective for this node type only (quality | throughput | "
+                          "balanced); default: planner.objective")
     precisions: list[str] | None = Field(
         None, description="only consider these precisions (e.g. the checkpoints you have)")
     backends: list[str] | None = Field(None, description="only consider these backends")
     autoscaling: PoolScalingSpec | None = Field(
         None, description="autoscale this node type's pool within these bounds")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_was_policy(cls, data):
+        name = data.get("name") if isinstance(data, dict) else None
+        where = f"node_types ({name})" if isinstance(name, str) else "node_types[]"
+        return _renamed(data, "policy", "objective", where)
+
     @field_validator("gpu")
     @classmethod
     def _gpu_known(cls, v):
         return None if v is None else _one_of("GPU model", v, GPU_CATALOG)
 
-    @field_validator("policy")
+    @field_validator("objective")
     @classmethod
-    def _policy_known(cls, v):
-        return None if v is None else _one_of("planner policy", v, POLICIES)
+    def _objective_known(cls, v):
+        return None if v is None else _one_of("planner objective", v, OBJECTIVES)
 
     @field_validator("precisions")
     @classmethod
@@ -146,11 +170,12 @@ class NodeTypeSpec(_Spec):
     @property
     def resource(self) -> str:
         """The Ray custom resource that each GPU group of this type advertises."""
-        return f"gpu_group:{self.name}"
+        return gpu_group_resource(self.name)
 
 
 class PlannerSpec(_Spec):
-    policy: str = Field("quality", description="quality | throughput | balanced")
+    objective: str = Field(DEFAULT_OBJECTIVE, description="what the planner optimizes per "
+                           "node type: quality | throughput | balanced")
     min_context: int = Field(4096, gt=0, description="tokens one sequence must be able to hold")
     min_precision: str | None = Field(None, description="lowest acceptable precision")
     typical_sequence: int = Field(
@@ -160,10 +185,15 @@ class PlannerSpec(_Spec):
         0.9, gt=0, le=1, description="share of VRAM the engine may take (vLLM's default 0.9)")
     backends: list[str] | None = Field(None, description="backends to consider; all if unset")
 
-    @field_validator("policy")
+    @model_validator(mode="before")
     @classmethod
-    def _policy_known(cls, v):
-        return _one_of("planner policy", v, POLICIES)
+    def _objective_was_policy(cls, data):
+        return _renamed(data, "policy", "objective", "planner")
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_known(cls, v):
+        return _one_of("planner objective", v, OBJECTIVES)
 
     @field_validator("min_precision")
     @classmethod
@@ -206,8 +236,9 @@ class ServingSpec(_Spec):
     """How the endpoint treats requests: queue bounds, body size, and who may call it."""
 
     max_waiting: int = Field(
-        64, gt=0, description="requests one replica may queue beyond its batch; past every "
-                              "eligible replica's bound the endpoint answers 429")
+        MAX_WAITING, gt=0, description="requests one replica may queue beyond its batch; "
+                                       "past every eligible replica's bound the endpoint "
+                                       "answers 429")
     max_context: int | None = Field(
         None, gt=0, description="cap on prompt + max_tokens per request (default: what "
                                 "each pool's plan holds)")

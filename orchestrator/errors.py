@@ -36,3 +36,11 @@ class MissingExtraError(UserError):
 
     def __reduce__(self):  # crosses Ray's process boundary with its arguments
         return (type(self), (self.package, self.extra))
+
+
+class BuildFailed(OrchestratorError):
+    """A backend's build tool ran and failed."""
+
+
+class Deprecated(DeprecationWarning):
+    """An old spelling (a spec key, a keyword) that still works; the CLI prints these."""

@@ -6,10 +6,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.defaults import gpu_group_resource
 from orchestrator.hardware.catalog import GB, GIB
 from orchestrator.hardware.discovery import Inventory
 from orchestrator.hardware.resources import NodeResources
-from orchestrator.models.backends import BACKENDS
+from orchestrator.backends import BACKENDS
 from orchestrator.planner.plan import NodePlan, Plan
 
 
@@ -43,7 +44,7 @@ def inventory_view(inv: Inventory) -> Group:
             gt.add_column(col)
         for g in inv.groups:
             gt.add_row(g.type, ",".join(map(str, g.indices)), g.interconnect,
-                       f"gpu_group:{g.type}")
+                       gpu_group_resource(g.type))
         parts.append(gt)
     for w in inv.warnings:
         parts.append(Text(f"warning: {w}", style="yellow"))
@@ -60,8 +61,12 @@ def resources_view(res: NodeResources) -> Group:
 
 def plan_view(plan: Plan, explain: bool = False) -> Group:
     floor = plan.min_precision or "none"
+    # a node type may set its own objective; name those, or the header would misstate them
+    own = [f"{n.node_type}: {n.objective}" for n in plan.node_types
+           if n.objective != plan.objective]
+    objective = plan.objective + (f" ({', '.join(own)})" if own else "")
     parts: list = [Text(
-        f"Plan for {plan.model_display} on cluster {plan.cluster!r}: policy {plan.policy}, "
+        f"Plan for {plan.model_display} on cluster {plan.cluster!r}: objective {objective}, "
         f"min context {plan.min_context}, precision floor {floor}, KV {plan.kv_cache_dtype}",
         style="bold")]
     t = Table(title="Chosen layout per node type")

@@ -1,8 +1,8 @@
 """Measure a live OpenAI-compatible endpoint with the official `openai` client.
 
 Two modes:
-- the seed guide's method: a fixed prompt length and output length, median of N runs, at
-  concurrency C (each run is C requests at once);
+- the seed guide's method (docs/sources.md): a fixed prompt length and output length,
+  median of N runs, at concurrency C (each run is C requests at once);
 - trace replay: the trace's arrival times (scaled) and request sizes, open loop.
 Each request streams; TTFT is the time to the first chunk with text; TPOT the time from
 there to the last chunk over the remaining tokens. Token counts come from the server's

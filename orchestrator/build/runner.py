@@ -12,8 +12,8 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator import __version__
-from orchestrator.build import builders
-from orchestrator.build.spec import BuildSpec
+from orchestrator.backends import BuildSpec, get_backend
+from orchestrator.errors import BuildFailed
 from orchestrator.build.store import (ArtifactStore, FileEntry, Manifest, build_key,
                                       sha256_file, source_digest)
 
@@ -52,7 +52,7 @@ def execute(spec: BuildSpec, store_root: str, force: bool = False) -> BuildOutco
     """Build one node type's artifact here (inside its Ray task), or find it cached."""
     t0 = time.perf_counter()
     store = ArtifactStore(store_root)
-    builder = builders.make(spec.backend)
+    builder = get_backend(spec.backend)
     version = builder.version()
     digest = source_digest(spec.source, store.root / ".cache") if spec.source else "none"
     inputs = inputs_of(spec, version, digest)
@@ -72,7 +72,7 @@ def execute(spec: BuildSpec, store_root: str, force: bool = False) -> BuildOutco
             key=key, inputs=inputs, node_type=spec.node_type, backend=spec.backend,
             backend_version=version, arch=spec.arch, precision=spec.precision,
             model=spec.model, files=files,
-            tool_versions={"orchestrator": __version__, builder.dist: version},
+            tool_versions={"orchestrator": __version__, builder.dists[0]: version},
             built_on=f"{where['host']} {where['node_id'] or ''}".strip(),
             built_at=time.time(), build_seconds=time.perf_counter() - t0, notes=notes)
         if force and store.has(key):
@@ -120,3 +120,21 @@ def run_builds(specs: list[BuildSpec], store_root: str | Path, *, force: bool = 
             outcomes[spec.node_type] = outcome
             on_update(outcome)
     return [outcomes[s.node_type] for s in specs]
+
+
+def require_built(outcomes: list[BuildOutcome]) -> None:
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise BuildFailed(f"{len(failed)} of {len(outcomes)} builds failed: "
+                          + "; ".join(f"{o.node_type}: {o.error}" for o in failed))
+
+
+def build_on(spec, address: str | None, specs: list[BuildSpec], store_root: str | Path, *,
+             force: bool = False,
+             on_update: Callable[[BuildOutcome], None] = lambda o: None) -> list[BuildOutcome]:
+    """`run_builds` on the Ray cluster at `address`, or on a local one standing in for
+    `spec` for as long as this takes (serve/ray_local.py)."""
+    from orchestrator.serve.ray_local import join_or_start
+
+    join_or_start(spec, address)
+    return run_builds(specs, store_root, force=force, on_update=on_update)

@@ -154,6 +154,22 @@ class ArtifactStore:
                     continue
         return out
 
+    def newest(self) -> dict[tuple[str, str, str, str, str], Manifest]:
+        """The newest artifact per (node type, model, precision, backend, architecture):
+        what a deployment takes, and what `gc` keeps."""
+        out: dict[tuple[str, str, str, str, str], Manifest] = {}
+        for m in self.list():
+            k = (m.node_type, m.model, m.precision, m.backend, m.arch)
+            if k not in out or m.built_at > out[k].built_at:
+                out[k] = m
+        return out
+
+    def find(self, node_type: str, model: str, precision: str, backend: str) -> Path | None:
+        """The newest artifact built for this node type, model, precision and backend."""
+        found = [m for k, m in self.newest().items() if k[:4] == (node_type, model,
+                                                                  precision, backend)]
+        return self.path(max(found, key=lambda m: m.built_at).key) if found else None
+
     def verify(self, key: str) -> list[str]:
         """Problems with an artifact's files; empty when every digest matches."""
         m = self.manifest(key)

@@ -1,9 +1,10 @@
 """GPU catalog: what the planner needs to know about each GPU model.
 
-Memory bandwidth and the GPUs listed in shared FACTS.md come from there; the other rows are
-the vendors' datasheet figures. ``fp16_tflops`` is dense tensor throughput with FP32
-accumulation (what inference frameworks use; FACTS.md counts an RTX 3090 as 71 TFLOP/s);
-``fp8_tflops`` is None where the chip has no FP8 tensor cores (before sm89).
+Every row is from NVIDIA's whitepapers and datasheets (AWS's for the A10G); which document
+gives which GPU is in docs/sources.md, "GPUs". ``fp16_tflops`` is dense tensor throughput
+with FP32 accumulation (what inference frameworks use: 71 TFLOP/s for an RTX 3090 in the
+GA102 whitepaper); ``fp8_tflops`` is None where the chip has no FP8 tensor cores (before
+sm89).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class GPUModel:
 
     @property
     def int4_kernels(self) -> bool:
-        # Marlin / TensorRT-LLM W4A16 kernels need Ampere or newer (FACTS.md).
+        # Marlin / TensorRT-LLM W4A16 kernels need Ampere or newer (vLLM's quantization
+        # hardware table, TensorRT-LLM's support matrix; docs/sources.md).
         return self.sm >= 80
 
     def supports(self) -> list[str]:

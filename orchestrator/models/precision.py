@@ -1,12 +1,13 @@
 """Precision formats: how many bytes a weight takes and what quality it costs.
 
-Sizes: a published checkpoint size wins where the model catalog has one (FACTS.md); else
+Sizes: a published checkpoint size wins where the model catalog has one; else
 GGUF types use the effective bits per weight of the published Llama 3.1 70B files (file
 size x 8 / parameter count, embeddings included), and GPU formats quantize the transformer
 blocks and keep the embedding and output matrices at 16 bits, as their checkpoints do.
-Quality: a rank (higher is better) that the planner's policies and the router's precision
+Quality: a rank (higher is better) that the planner's objectives and the router's precision
 floor compare; formats of the same bit class share a rank because no source here orders
-them. The perplexity figures are Llama 3 70B's, from FACTS.md.
+them. The perplexity figures are Llama 3 70B's. Sources of every figure: docs/sources.md,
+"Checkpoint sizes and quality".
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _70B_PARAMS = 70.6e9
 
 
 def _bpw_70b(gb: float) -> float:
-    """Effective bits per weight of a published 70B file (arithmetic on FACTS.md sizes)."""
+    """Effective bits per weight of a published 70B file (arithmetic on its size)."""
     return gb * 1e9 * 8 / _70B_PARAMS
 
 
@@ -34,7 +35,7 @@ class Precision:
     compute: str = "fp16"  # tensor-core dtype of the matmuls: fp16 | fp8
     needs_bf16: bool = False
     needs_imatrix: bool = False
-    ppl_increase_pct: float | None = None  # vs F16, Llama 3 70B (FACTS.md)
+    ppl_increase_pct: float | None = None  # vs F16, Llama 3 70B (XiongjieDai's README)
     gguf_type: str | None = None  # llama.cpp's LLAMA_FTYPE name for the quantizer
 
     @property

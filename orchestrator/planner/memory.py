@@ -11,18 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.hardware.catalog import GIB
-from orchestrator.models.backends import Backend
+from orchestrator.backends import Backend
 from orchestrator.models.catalog import ModelArch
-from orchestrator.planner.hardware import ReplicaLayout
-
-# Bytes per KV element by requested dtype and backend; llama.cpp's 8-bit cache is q8_0
-# (34 bytes per 32 values).
-_KV_BYTES = {"fp16": {"*": 2.0}, "fp8": {"*": 1.0, "llamacpp": 34 / 32}}
+from orchestrator.planner.nodes import ReplicaLayout
 
 
-def kv_bytes_per_element(kv_dtype: str, backend_id: str) -> float:
-    table = _KV_BYTES[kv_dtype]
-    return table.get(backend_id, table["*"])
+
+def kv_bytes_per_element(kv_dtype: str, backend: Backend) -> float:
+    """Bytes per KV element of the requested cache dtype, as this backend stores it."""
+    return backend.kv_bytes[kv_dtype]
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ def fit(layout: ReplicaLayout, backend: Backend, model: ModelArch, weights_bytes
         weights_bytes=weights_bytes,
         overhead_bytes=devices * device_overhead,
         kv_bytes=kv_room,
-        kv_bytes_per_token=model.kv_bytes_per_token(kv_bytes_per_element(kv_dtype, backend.id)),
+        kv_bytes_per_token=model.kv_bytes_per_token(kv_bytes_per_element(kv_dtype, backend)),
         per_device_usable=device_usable,
         per_device_weights=per_device_weights,
         per_device_overhead=device_overhead,

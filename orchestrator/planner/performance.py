@@ -1,4 +1,5 @@
-"""Performance model: decode is memory-bound, prefill is compute-bound (FACTS.md).
+"""Performance model: decode is memory-bound, prefill is compute-bound (docs/sources.md:
+Decode and prefill).
 
 A decode step of B sequences reads every weight once plus each sequence's KV cache, and
 does ~2 x params FLOPs per sequence; it takes the longer of the two. The physical ceiling
@@ -14,12 +15,13 @@ from functools import lru_cache
 from statistics import mean
 
 from orchestrator.hardware.catalog import get_gpu
-from orchestrator.models.backends import BACKENDS, Backend
+from orchestrator.backends import BACKENDS, Backend
 from orchestrator.models.catalog import ModelArch, get_model
 from orchestrator.models.precision import Precision, get_precision
-from orchestrator.planner.hardware import NodeHardware, ReplicaLayout
+from orchestrator.planner.nodes import NodeHardware, ReplicaLayout
 
-# FACTS.md's arithmetic assumes prefill at 40 % of peak where nothing better is published.
+# Prefill at 40 % of peak where nothing better is published: an assumption, below every
+# fitted figure (docs/sources.md: Decode and prefill).
 DEFAULT_PREFILL_EFFICIENCY = 0.40
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from orchestrator.planner.performance import Speeds
 
 
 class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _objective_was_policy(data: Any) -> Any:
+    """A plan serialized before the planner's "policy" was renamed "objective" still loads:
+    Helm values and Serve configs carry the plan as JSON, and an older release's values may
+    meet a newer image."""
+    if isinstance(data, dict) and "policy" in data and "objective" not in data:
+        data = {("objective" if k == "policy" else k): v for k, v in data.items()}
+    return data
 
 
 class MemorySplit(_Data):
@@ -26,7 +37,7 @@ class MemorySplit(_Data):
 
 
 class PerfEstimate(_Data):
-    single_stream_tokens_per_s: float  # seed method: 512-token prompt, 256 out
+    single_stream_tokens_per_s: float  # seed method (docs/sources.md): 512 in, 256 out
     single_stream_ceiling: float
     batched_tokens_per_s: float  # per replica, at `batch` sequences of typical length
     batched_ceiling: float
@@ -95,12 +106,17 @@ class NodePlan(_Data):
     node_type: str
     hardware: str
     count: int
-    policy: str
+    objective: str  # quality | throughput | balanced (planner/objectives.py)
     choice: Choice | None
-    alternatives: list[Rejection]  # fit, but the policy preferred the choice
+    alternatives: list[Rejection]  # fit, but the objective preferred the choice
     rejected: list[Rejection]
     not_offered: list[str]  # "vllm: q8_0, q6_k, ..." (formats the backend does not load)
     shortfall: str | None  # when nothing fits: what came closest and by how much
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return _objective_was_policy(data)
 
     @property
     def replicas(self) -> int:
@@ -111,12 +127,17 @@ class Plan(_Data):
     cluster: str
     model: str
     model_display: str
-    policy: str
+    objective: str
     min_context: int
     min_precision: str | None
     kv_cache_dtype: str
     typical_sequence: int
     node_types: list[NodePlan]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return _objective_was_policy(data)
 
     @property
     def feasible(self) -> bool:

@@ -1,25 +1,28 @@
 """Plan selection: enumerate (precision, backend, GPUs per replica), drop what does not run
-or fit, and let the policy pick. Pure: a spec in, a Plan out."""
+or fit, and let the objective pick. Pure: a spec in, a Plan out."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from orchestrator.config import ClusterSpec, NodeTypeSpec, PlannerSpec
-from orchestrator.errors import NoFeasiblePlanError
+from orchestrator.defaults import gpu_group_resource
+from orchestrator.errors import Deprecated, NoFeasiblePlanError, UserError
 from orchestrator.hardware.catalog import GB
-from orchestrator.models.backends import BACKEND_ORDER, BACKENDS, Backend
+from orchestrator.backends import BACKEND_ORDER, BACKENDS, Backend
 from orchestrator.models.catalog import ModelArch, get_model
 from orchestrator.models.precision import at_least, get_precision, quality_order
 from orchestrator.planner import memory as mem
-from orchestrator.planner import policies
-from orchestrator.planner.hardware import NodeHardware, ReplicaLayout, hardware_of
+from orchestrator.planner import objectives
+from orchestrator.planner.nodes import NodeHardware, ReplicaLayout, hardware_of
 from orchestrator.planner.performance import decode_efficiency, prefill_efficiency, speeds
 from orchestrator.planner.plan import (
     Choice, MemorySplit, NodePlan, PerfEstimate, Plan, Rejection, SpeedModel,
 )
 
-# The seed guide's method: 512-token prompt, 256 output tokens -> mean context 640.
+# The seed guide's method (docs/sources.md: The seed guide): 512-token prompt, 256 output
+# tokens -> mean context 640.
 SEED_PROMPT, SEED_OUTPUT = 512, 256
 
 
@@ -34,26 +37,37 @@ class NodeRequest:
     name: str
     hw: NodeHardware
     count: int = 1
-    policy: str | None = None
+    objective: str | None = None  # this node type's own; None: the planner's
     precisions: tuple[str, ...] | None = None
     backends: tuple[str, ...] | None = None
 
 
 def request_of(nt: NodeTypeSpec) -> NodeRequest:
-    return NodeRequest(nt.name, hardware_of(nt), nt.count, nt.policy,
+    return NodeRequest(nt.name, hardware_of(nt), nt.count, nt.objective,
                        tuple(nt.precisions) if nt.precisions else None,
                        tuple(nt.backends) if nt.backends else None)
 
 
-def plan_cluster(spec: ClusterSpec, *, model: str | None = None, policy: str | None = None,
-                 min_context: int | None = None, min_precision: str | None = None) -> Plan:
-    overrides = {k: v for k, v in dict(policy=policy, min_context=min_context,
+def plan_cluster(spec: ClusterSpec, *, model: str | None = None, objective: str | None = None,
+                 min_context: int | None = None, min_precision: str | None = None,
+                 policy: str | None = None) -> Plan:
+    """``policy`` is the deprecated spelling of ``objective``, kept for old callers."""
+    if policy is not None:
+        if objective is not None:
+            # a user error: the CLI may pass --objective and --policy straight through
+            raise UserError(f"objective {objective!r} and policy {policy!r} both given; "
+                            "policy is the deprecated name of objective, give only objective")
+        warnings.warn("plan_cluster(policy=...) is deprecated; pass objective=...",
+                      Deprecated, stacklevel=2)
+        objective = policy
+    overrides = {k: v for k, v in dict(objective=objective, min_context=min_context,
                                        min_precision=min_precision).items() if v is not None}
     ps = PlannerSpec.model_validate({**spec.planner.model_dump(), **overrides})
     arch = get_model(model or spec.model)
     nodes = [plan_node(request_of(nt), arch, ps) for nt in spec.node_types]
     return Plan(cluster=spec.name, model=arch.id, model_display=arch.display,
-                policy=ps.policy, min_context=ps.min_context, min_precision=ps.min_precision,
+                objective=ps.objective, min_context=ps.min_context,
+                min_precision=ps.min_precision,
                 kv_cache_dtype=ps.kv_cache_dtype, typical_sequence=ps.typical_sequence,
                 node_types=nodes)
 
@@ -68,7 +82,7 @@ def require_feasible(plan: Plan) -> Plan:
 
 
 def plan_node(req: NodeRequest, model: ModelArch, ps: PlannerSpec) -> NodePlan:
-    policy = policies.make(req.policy or ps.policy)
+    objective = objectives.make(req.objective or ps.objective)
     allowed = [p for p in quality_order() if req.precisions is None or p in req.precisions]
     backend_ids = [b for b in BACKEND_ORDER
                    if (req.backends or ps.backends or BACKEND_ORDER).count(b)]
@@ -106,14 +120,15 @@ def plan_node(req: NodeRequest, model: ModelArch, ps: PlannerSpec) -> NodePlan:
             rejected.extend(why_not)
     if not fits:
         return NodePlan(node_type=req.name, hardware=req.hw.describe(), count=req.count,
-                        policy=policy.name, choice=None, alternatives=[], rejected=rejected,
-                        not_offered=not_offered, shortfall=_shortfall(rejected))
-    best = policy.pick(fits)
-    best = best.model_copy(update={"why": _why(policy, best, model, ps)})
-    alternatives = [_lost_to(c, best) for c in sorted(fits, key=policy.key, reverse=True)
+                        objective=objective.name, choice=None, alternatives=[],
+                        rejected=rejected, not_offered=not_offered,
+                        shortfall=_shortfall(rejected))
+    best = objective.pick(fits)
+    best = best.model_copy(update={"why": _why(objective, best, model, ps)})
+    alternatives = [_lost_to(c, best) for c in sorted(fits, key=objective.key, reverse=True)
                     if not _same(c, best)]
     return NodePlan(node_type=req.name, hardware=req.hw.describe(), count=req.count,
-                    policy=policy.name, choice=best, alternatives=alternatives,
+                    objective=objective.name, choice=best, alternatives=alternatives,
                     rejected=rejected, not_offered=not_offered, shortfall=None)
 
 
@@ -202,10 +217,10 @@ def _choice(req, model, ps, backend, precision, layout, fit, source) -> Choice:
         concurrent_sequences=fit.kv_tokens // ps.typical_sequence,
     )
     if req.hw.is_cpu:
-        resources = {"CPU": float(req.hw.cpu.cores), f"gpu_group:{req.name}": 1.0}
+        resources = {"CPU": float(req.hw.cpu.cores), gpu_group_resource(req.name): 1.0}
     else:
         resources = {"GPU": float(layout.size),
-                     f"gpu_group:{req.name}": layout.size / req.hw.gpus}
+                     gpu_group_resource(req.name): layout.size / req.hw.gpus}
     return Choice(
         precision=precision.id, precision_display=precision.display,
         quality_rank=precision.rank, backend=backend.id,
@@ -220,8 +235,8 @@ def _same(a: Choice, b: Choice) -> bool:
                                                            b.gpus_per_replica)
 
 
-def _why(policy, c: Choice, model: ModelArch, ps: PlannerSpec) -> str:
-    return (f"policy {policy.name} ({policy.description}): {c.precision_display} on "
+def _why(objective, c: Choice, model: ModelArch, ps: PlannerSpec) -> str:
+    return (f"objective {objective.name} ({objective.description}): {c.precision_display} on "
             f"{BACKENDS[c.backend].display}, {c.layout}, {c.replicas_per_node} replica(s) per "
             f"node; weights {_gb(c.memory.weights_bytes)} ({c.memory.weights_source}), KV room "
             f"{_gb(c.memory.kv_room_bytes)} = {c.memory.kv_tokens} tokens "
@@ -235,7 +250,7 @@ def _lost_to(c: Choice, best: Choice) -> Rejection:
         reason = (f"fewer tokens/s per node ({c.node_tokens_per_s:.1f} vs "
                   f"{best.node_tokens_per_s:.1f})")
     elif c.quality_rank > best.quality_rank:
-        reason = (f"higher precision but under the policy's throughput bar "
+        reason = (f"higher precision but under the objective's throughput bar "
                   f"({c.node_tokens_per_s:.1f} vs {best.node_tokens_per_s:.1f} tok/s)")
     else:
         reason = "ties with the choice; backend preference order decides"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.models.backends import BACKENDS
+from orchestrator.defaults import MAX_WAITING, SLO_TPOT_S, SLO_TTFT_S
+from orchestrator.backends import BACKENDS
 from orchestrator.planner.performance import Speeds
 from orchestrator.planner.plan import NodePlan
 
@@ -19,8 +20,8 @@ class RouteRequest:
     max_tokens: int
     pinned_precision: str | None = None  # "NAME:PRECISION" model names pin one precision
     min_rank: int | None = None  # x-min-precision floor, as a quality rank
-    slo_ttft_s: float = 2.0
-    slo_tpot_s: float = 0.1
+    slo_ttft_s: float = SLO_TTFT_S
+    slo_tpot_s: float = SLO_TPOT_S
 
     @property
     def total_tokens(self) -> int:
@@ -60,7 +61,7 @@ class ReplicaView:
     running_context_tokens: int = 0
     speed_correction: float = 1.0  # measured / modelled decode speed
     prefill_load_tokens_per_s: float = 0.0  # recent prompt tokens admitted per second
-    max_waiting: int = 256
+    max_waiting: int = MAX_WAITING
 
     @property
     def outstanding(self) -> int:
@@ -71,7 +72,7 @@ class ReplicaView:
         return self.waiting >= self.max_waiting
 
 
-def view_from_plan(n: NodePlan, replica_id: str, *, max_waiting: int = 256,
+def view_from_plan(n: NodePlan, replica_id: str, *, max_waiting: int = MAX_WAITING,
                    max_context: int | None = None) -> ReplicaView:
     """An idle replica of pool ``n`` as the plan describes it (the simulator's replicas and
     the live router's alike). ``max_context`` overrides the plan's where the engine serves

@@ -14,9 +14,8 @@ import math
 import time
 from dataclasses import dataclass, replace
 
+from orchestrator.defaults import LOAD_WINDOW_S
 from orchestrator.router.context import ReplicaView
-
-LOAD_WINDOW_S = 10.0  # same window as the simulator's prefill-load estimate
 
 
 @dataclass

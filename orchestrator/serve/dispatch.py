@@ -27,12 +27,11 @@ from typing import AsyncIterator, Callable
 
 from orchestrator.engines.base import Chunk, RequestError
 from orchestrator.models.precision import PRECISIONS
-from orchestrator.planner.plan import NodePlan
 from orchestrator.router.context import ReplicaView, RouteRequest, view_from_plan
 from orchestrator.router.ledger import Ledger
 from orchestrator.router.route import (CONTEXT_TOO_LONG, OK, OVERLOADED,
                                        UNSATISFIABLE_PRECISION, route)
-from orchestrator.serve.contract import PoolRequest
+from orchestrator.serve.contract import PoolFacts, PoolRequest
 from orchestrator.serve.openai_api import ApiError
 
 log = logging.getLogger("ray.serve")
@@ -71,12 +70,10 @@ async def _next(stream) -> Chunk | None:
 
 
 class Dispatcher:
-    def __init__(self, *, pools: dict[str, dict], policy, send: Callable, listing: Callable,
+    def __init__(self, *, pools: dict[str, PoolFacts], policy, send: Callable, listing: Callable,
                  metrics: dict, retries: int = 2, first_token_timeout_s: float = 600.0,
                  inter_token_timeout_s: float = 120.0, clock=time.monotonic):
         self.pools = pools  # deployment -> static facts (pool, precision, node_plan, ...)
-        self.node_plans = {dep: NodePlan.model_validate(f["node_plan"])
-                           for dep, f in pools.items()}
         self.policy, self.send, self.listing = policy, send, listing
         self.m, self.retries, self.clock = metrics, retries, clock
         self.first_token_timeout_s = first_token_timeout_s
@@ -89,8 +86,8 @@ class Dispatcher:
     # -- replicas -------------------------------------------------------------------------
     def _template(self, dep: str, rid: str) -> ReplicaView:
         facts = self.pools[dep]
-        view = view_from_plan(self.node_plans[dep], rid, max_waiting=facts["max_waiting"],
-                              max_context=facts["max_context"])
+        view = view_from_plan(facts.node_plan, rid, max_waiting=facts.max_waiting,
+                              max_context=facts.max_context)
         view.pool = dep  # the live pool is its deployment; the plan calls it by node type
         return view
 
@@ -128,13 +125,13 @@ class Dispatcher:
     def configured(self, rr: RouteRequest) -> list[str]:
         """Pools of the deployment that could take this request when they have replicas."""
         return [dep for dep, f in self.pools.items()
-                if rr.accepts(f["precision"], PRECISIONS[f["precision"]].rank)]
+                if rr.accepts(f.precision, PRECISIONS[f.precision].rank)]
 
     def count_refused(self, rr: RouteRequest) -> None:
         """A refusal charged to the pool that would serve it best (the autoscaler spills it
         onward when that pool is at its maximum)."""
         best = max(self.configured(rr), key=lambda dep: PRECISIONS[
-            self.pools[dep]["precision"]].rank, default=None)
+            self.pools[dep].precision].rank, default=None)
         if best is not None:
             self._charge(best, rr.constrained)
 

@@ -27,7 +27,7 @@ from orchestrator.router.context import RouteRequest
 from orchestrator.serve import loads
 from orchestrator.serve import openai_api as oa
 from orchestrator.serve.auth import allowed, bearer
-from orchestrator.serve.contract import PoolRequest
+from orchestrator.serve.contract import IngressConfig, PoolRequest
 from orchestrator.serve.dispatch import Dispatcher, Started, StreamTimeout
 from orchestrator.serve.metrics import make_metrics
 from orchestrator.serve.openai_api import ApiError
@@ -35,7 +35,6 @@ from orchestrator.serve.pool_router import registry
 
 log = logging.getLogger("ray.serve")
 CHARS_PER_TOKEN = 4.0  # routing estimate only; the pool counts exactly before it generates
-DEFAULT_MAX_BODY = 1 << 20
 LOADS_TTL_S = 1.0  # /health and /status read the load records at most this often
 
 # No /docs or /redoc: their pages load scripts from the internet. /openapi.json stays.
@@ -79,10 +78,10 @@ def _usage(last) -> dict:
 # with the module globals that exist when the decorator runs.
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, config: dict, pools: dict):
+    def __init__(self, config: IngressConfig, pools: dict):
         self.config = config
-        self.name = config["model_name"]
-        self.pools = config["pools"]  # deployment name -> static facts from the plan
+        self.name = config.model_name
+        self.pools = config.pools  # deployment name -> static facts from the plan
         # Deployment name -> streaming handle. `options()` starts each handle's router
         # now, so it learns its replicas (and publishes them to pool_router's registry)
         # without a request: a request to a pool at zero replicas is what makes Serve
@@ -92,15 +91,13 @@ class Ingress:
         self.m = make_metrics(self.registry)
         self.d = Dispatcher(
             pools=self.pools, send=self._send, listing=registry, metrics=self.m,
-            policy=policies.make(config.get("policy", policies.DEFAULT_POLICY)),
-            retries=config.get("retries", 2),
-            first_token_timeout_s=config.get("first_token_timeout_s", 600.0),
-            inter_token_timeout_s=config.get("inter_token_timeout_s", 120.0))
-        auth = config.get("auth") or {}
-        self.key_digests = list(auth.get("digests", []))
-        self.public = set(auth.get("public", ["/health"]))
-        self.max_body = int(config.get("max_body_bytes", DEFAULT_MAX_BODY))
-        self.default_max_tokens = int(config.get("default_max_tokens", 256))
+            policy=policies.make(config.policy or policies.DEFAULT_POLICY),
+            retries=config.retries, first_token_timeout_s=config.first_token_timeout_s,
+            inter_token_timeout_s=config.inter_token_timeout_s)
+        self.key_digests = list(config.key_digests)
+        self.public = set(config.public_paths)
+        self.max_body = config.max_body_bytes
+        self.default_max_tokens = config.default_max_tokens
         self.app_name = serve.get_replica_context().app_name
         self.loads_at, self.loads_cache = -LOADS_TTL_S, {}
 
@@ -136,7 +133,7 @@ class Ingress:
         return pin or None
 
     def _model_names(self) -> list[str]:
-        precisions = sorted({f["precision"] for f in self.pools.values()},
+        precisions = sorted({f.precision for f in self.pools.values()},
                             key=lambda p: -PRECISIONS[p].rank)
         return [self.name] + [f"{self.name}:{p}" for p in precisions]
 
@@ -175,7 +172,7 @@ class Ingress:
         for dep, facts in self.pools.items():
             reps = registry().get(dep, {})
             out[dep] = {
-                "pool": facts["pool"], "precision": facts["precision"],
+                "pool": facts.pool, "precision": facts.precision,
                 **{k: v for k, v in states.get(dep, {}).items() if k != "replicas"},
                 "replicas": [{"id": rid, "node_id": info.get("node_id"),
                               "pid": (info.get("stats") or {}).get("pid"),
@@ -266,8 +263,8 @@ class Ingress:
         text = (" ".join(m.content for m in body.messages) if chat else body.prompt)
         rr = RouteRequest(max(1, round(len(text) / CHARS_PER_TOKEN)), max_tokens,
                           pinned_precision=pin, min_rank=floor,
-                          slo_ttft_s=self.config.get("slo_ttft_s", 2.0),
-                          slo_tpot_s=self.config.get("slo_tpot_s", 0.1))
+                          slo_ttft_s=self.config.slo_ttft_s,
+                          slo_tpot_s=self.config.slo_tpot_s)
         rid = oa.new_id(chat)
         req = PoolRequest(
             request_id=rid, max_tokens=max_tokens, temperature=body.temperature,
@@ -303,7 +300,7 @@ class Ingress:
 
     def _headers(self, dep: str) -> dict:
         return {"x-orchestrator-pool": dep,
-                "x-orchestrator-precision": self.pools[dep]["precision"]}
+                "x-orchestrator-precision": self.pools[dep].precision}
 
     async def _collect(self, chat: bool, model: str, s: Started) -> dict:
         text, last = [], None

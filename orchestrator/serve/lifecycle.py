@@ -1,21 +1,20 @@
-"""Bring the service up on a Ray cluster (a local one, started here, by default), report
-its status, and take it down."""
+"""Deploy the application on a Ray cluster, wait for its pools, report its status, scale
+it and take it down: every Ray Serve call the CLI needs goes through here."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError, UserError
+from orchestrator.serve.contract import (APP_NAME, AUTOSCALER, ENTRY, INGRESS, POOL_PREFIX,
+                                         AppArgs)
+from orchestrator.serve.ray_local import connect, stop_detached
 
-APP_NAME = "orchestrator"
 STATE = Path(os.environ.get("ORCHESTRATOR_STATE_DIR", Path.home() / ".cache/orchestrator")) \
     / "state.json"
 
@@ -30,38 +29,6 @@ def load_state() -> dict:
         return json.loads(STATE.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _ray_bin() -> str:
-    exe = Path(sys.executable).with_name("ray")
-    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
-
-
-def start_local_ray(num_cpus: int, num_gpus: int, resources: dict[str, float]) -> None:
-    """`ray start --head` as a detached local cluster that outlives this command."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [_ray_bin(), "start", "--head", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
-           f"--resources={json.dumps(resources)}", "--include-dashboard=false",
-           "--disable-usage-stats"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise OrchestratorError("ray start failed: " + " | ".join(tail) +
-                                " (a Ray cluster may already run here: `orchestrator down` "
-                                "or `ray stop`)")
-
-
-def stop_local_ray() -> None:
-    subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True)
-
-
-def connect(address: str | None) -> None:
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
-        ray.init(address=address or "auto", log_to_driver=False,
-                 namespace="orchestrator", logging_level="warning")
 
 
 def http_get(url: str, timeout: float = 5.0, key: str | None = None) -> tuple[int, dict | str]:
@@ -95,12 +62,16 @@ def failed_pools(health: object, serve_st: dict | None = None) -> dict[str, str]
         if p.get("state") == "failed":
             out[dep] = p.get("reason") or "failed to load"
     for dep, d in ((serve_st or {}).get("deployments") or {}).items():
-        if dep not in out and dep != "ingress" and d.get("status") in FAILED_STATUSES:
+        if dep not in out and dep != INGRESS and d.get("status") in FAILED_STATUSES:
             # Serve has given up on the pool: its replicas' own last failure says more
             # than Serve's message (a crashed replica's signal and where)
             msg = (d.get("message") or d["status"]).strip().splitlines()
             out[dep] = pools.get(dep, {}).get("last_failure") or \
                 " | ".join(m.strip() for m in msg[:3])[:500]
+    if not out and (serve_st or {}).get("status") == "DEPLOY_FAILED":
+        # the application itself did not build (serve/entry.py raised)
+        msg = (serve_st.get("message") or "").strip().splitlines()
+        out[APP_NAME] = " | ".join(m.strip() for m in msg[-3:])[:500] or "DEPLOY_FAILED"
     return out
 
 
@@ -134,45 +105,35 @@ def wait_ready(base_url: str, timeout_s: float, on_wait=lambda body: None,
     raise OrchestratorError(f"{base_url} not ready after {timeout_s:.0f} s: {last}")
 
 
-def deploy(app, host: str, port: int) -> None:
+def deploy(args: AppArgs, policy_kwargs: dict | None, host: str, port: int) -> None:
+    """Deploy through a Serve config, as `serve deploy` and KubeRay do: the Serve entry point
+    builds the application from `args` inside the cluster. With `policy_kwargs` the
+    application-level autoscaling policy, which sees every pool at once, is attached."""
     from ray import serve
+    from ray.serve.schema import ServeDeploySchema
 
     from orchestrator.serve import loads
 
     loads.clear(APP_NAME)  # an earlier deployment's load records say nothing of this one
     # Several raylets may share one host (emulated clusters): only the head runs a proxy.
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
-    try:
-        # Returns once every deployment runs, or raises once one has failed to start;
-        # wait_ready then names the pool and the reason from its load records.
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    except RuntimeError as e:
-        if "Deploying application" not in str(e):
-            raise
-
-
-ENTRY = "orchestrator.serve.entry:app"
-AUTOSCALER = "orchestrator.serve.autoscaler:ClusterAutoscaler"
-
-
-def deploy_config(args: dict, policy_kwargs: dict, host: str, port: int) -> None:
-    """Deploy through a Serve config (what `serve deploy` and KubeRay do): the only way to
-    attach an application-level autoscaling policy, which sees every pool at once."""
-    from ray import serve
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
-
-    from orchestrator.serve import loads
-
-    loads.clear(APP_NAME)
-    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
+    app = {"name": APP_NAME, "route_prefix": "/", "import_path": ENTRY,
+           "args": args.config_args()}
+    if policy_kwargs is not None:
+        app["autoscaling_policy"] = {"policy_function": AUTOSCALER,
+                                     "policy_kwargs": policy_kwargs}
     config = ServeDeploySchema.model_validate({
         "proxy_location": "HeadOnly", "http_options": {"host": host, "port": port},
-        "applications": [{"name": APP_NAME, "route_prefix": "/", "import_path": ENTRY,
-                          "args": args,
-                          "autoscaling_policy": {"policy_function": AUTOSCALER,
-                                                 "policy_kwargs": policy_kwargs}}]})
-    _get_global_client().deploy_apps(config)
+        "applications": [app]})
+    _serve_client().deploy_apps(config)
+
+
+def _serve_client():
+    # Serve's public API deploys a config only from the `serve deploy` command line; the
+    # controller client it uses there is what this calls.
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client()
 
 
 def serve_status() -> dict:
@@ -194,6 +155,7 @@ def _name(enum_or_str) -> str:
 
 
 def take_down(address: str | None) -> list[str]:
+    """Remove the application, and stop the local Ray cluster if `up` started it."""
     from ray import serve
 
     done = []
@@ -209,7 +171,7 @@ def take_down(address: str | None) -> list[str]:
     if ray.is_initialized():
         ray.shutdown()
     if state.get("started_ray") and not address:
-        stop_local_ray()
+        stop_detached()
         done.append("local Ray cluster stopped")
     if STATE.exists():
         STATE.unlink()
@@ -224,9 +186,9 @@ def scale_pool(pool: str, replicas: str) -> str:
     from orchestrator.serve.autoscaler import KV_NAMESPACE, decisions_key, override_key
 
     deployments = serve_status()["deployments"]
-    dep = pool if pool in deployments else f"pool-{pool}"
-    if dep not in deployments or dep == "ingress":
-        names = [d.removeprefix("pool-") for d in deployments if d != "ingress"]
+    dep = pool if pool in deployments else f"{POOL_PREFIX}{pool}"
+    if dep not in deployments or dep == INGRESS:
+        names = [d.removeprefix(POOL_PREFIX) for d in deployments if d != INGRESS]
         raise UserError(f"no pool {pool!r}; pools: {', '.join(names)}")
     raw = internal_kv._internal_kv_get(decisions_key(APP_NAME), namespace=KV_NAMESPACE)
     decided = (json.loads(raw)["pools"] if raw else {}).get(dep)

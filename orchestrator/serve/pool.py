@@ -16,15 +16,14 @@ from typing import AsyncIterator
 import ray
 from ray import serve
 
-from orchestrator.engines import registry
+from orchestrator.backends import get_backend, serving_backend
 from orchestrator.engines.base import (Chunk, EngineFault, GenerateRequest, RequestError,
                                        context_too_long)
 from orchestrator.errors import MissingExtraError
 from orchestrator.serve import loads
-from orchestrator.serve.contract import LoadRecord, PoolRequest
+from orchestrator.serve.contract import LoadRecord, PoolConfig, PoolRequest
 
 log = logging.getLogger("ray.serve")
-DEFAULT_STALL_S = 300.0
 
 
 class PoolLoadError(RuntimeError):
@@ -43,13 +42,12 @@ def verify_artifact(path: str, backend: str) -> None:
     """Digest, architecture and backend version of the artifact this replica will load:
     a CPU artifact (a GGUF for llama.cpp on CPU) loads anywhere; one built for a GPU
     architecture loads only on a node with that architecture."""
-    from orchestrator.build import builders
     from orchestrator.build.store import ArtifactStore, check_artifact
 
     p = Path(path)
     store = ArtifactStore(p.parent)
     arch = None if store.manifest(p.name).arch == "cpu" else node_arch()
-    check_artifact(store, p.name, arch=arch, backend_version=builders.make(backend).version())
+    check_artifact(store, p.name, arch=arch, backend_version=get_backend(backend).version())
 
 
 def load_failure(e: BaseException) -> str:
@@ -64,13 +62,13 @@ def load_failure(e: BaseException) -> str:
 
 
 class Pool:
-    """Constructed by Serve in each replica with the pool's config (plain data)."""
+    """Constructed by Serve in each replica with the pool's config."""
 
-    async def __init__(self, config: dict):
+    async def __init__(self, config: PoolConfig):
         self.config = config
         self.node_id = ray.get_runtime_context().get_node_id()
-        self.max_context = config["max_context"]
-        self.stall_s = float(config.get("stall_s", DEFAULT_STALL_S))
+        self.max_context = config.max_context
+        self.stall_s = config.stall_s
         self.pinned_waiting = 0  # pinned requests not yet past their first token
         ctx = serve.get_replica_context()
         self.app, self.dep = ctx.app_name, ctx.deployment
@@ -91,18 +89,16 @@ class Pool:
                                                     started))
         t0 = time.perf_counter()
         try:
-            if config.get("fail_marker") and os.path.exists(config["fail_marker"]):
-                raise RuntimeError("refusing to start: fail marker present")
-            if config.get("artifact"):
-                verify_artifact(config["artifact"], config["backend"])
-            self.engine = registry.make(config["engine"], **config["engine_args"])
+            if config.artifact:
+                verify_artifact(config.artifact, config.backend)
+            self.engine = serving_backend(config.engine).make_engine(**config.engine_args)
             await self.engine.start()
         except Exception as e:
             reason = load_failure(e)
             log.error("%s failed to load: %s", self.dep, reason)
             loads.record(self.app, self.dep, LoadRecord(self.replica, os.getpid(), "failed",
                                                         started, reason=reason))
-            raise PoolLoadError(f"{config['pool']}: {reason}") from None
+            raise PoolLoadError(f"{config.pool}: {reason}") from None
         loads.record(self.app, self.dep, LoadRecord(self.replica, os.getpid(), "ready",
                                                     started, time.perf_counter() - t0))
         self.loaded = True
@@ -147,7 +143,7 @@ class Pool:
     async def record_routing_stats(self) -> dict:
         """Called by Serve every request_routing_stats_period_s; reaches the router."""
         return {**self.engine.stats().model_dump(), "node_id": self.node_id,
-                "pool": self.config["pool"], "pid": os.getpid()}
+                "pool": self.config.pool, "pid": os.getpid()}
 
     async def record_autoscaling_stats(self) -> dict:
         """Called by Serve every metrics interval; reaches the autoscaling policy
@@ -157,8 +153,8 @@ class Pool:
                 "waiting_pinned": float(min(self.pinned_waiting, st.waiting))}
 
     async def info(self) -> dict:
-        return {"node_id": self.node_id, "pool": self.config["pool"],
-                "precision": self.config["precision"], "pid": os.getpid()}
+        return {"node_id": self.node_id, "pool": self.config.pool,
+                "precision": self.config.precision, "pid": os.getpid()}
 
     async def check_health(self) -> None:
         """Serve calls this every few seconds and replaces the replica when it raises."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.autoscale.policy import Knobs, PolicyState, PoolLoad, PoolSpec, decide
+from orchestrator.defaults import MAX_WAITING
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.planner.plan import Plan
 from orchestrator.router.context import RouteRequest, view_from_plan
 from orchestrator.router.policies import Policy
 from orchestrator.router.route import OVERLOADED
-from orchestrator.sim.engine import Simulation
+from orchestrator.sim.events import Simulation
 from orchestrator.sim.replica import SimReplica, SimRequest
 
 
@@ -30,7 +31,7 @@ class AutoscaledSimulation(Simulation):
     def __init__(self, plan: Plan, specs: list[PoolSpec], initial: dict[str, int],
                  policy: Policy, *, slo_ttft_s: float, slo_tpot_s: float,
                  knobs: Knobs = Knobs(), tick_s: float = 5.0, cold_start_s: float = 60.0,
-                 max_waiting: int = 256):
+                 max_waiting: int = MAX_WAITING):
         self.templates = {n.node_type: n for n in plan.pools()}
         self.specs = [s for s in specs if s.name in self.templates]
         self.knobs, self.tick_s, self.cold_start_s = knobs, tick_s, cold_start_s

@@ -16,9 +16,9 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from orchestrator.defaults import LOAD_WINDOW_S
 from orchestrator.router.context import ReplicaView
 
-LOAD_WINDOW_S = 10.0
 CHUNK_TOKENS = 2048  # vLLM's default token budget per iteration with chunked prefill
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from orchestrator.autoscale.policy import Knobs, PoolSpec
+from orchestrator.defaults import MAX_WAITING, SLO_TPOT_S, SLO_TTFT_S
 from orchestrator.planner.plan import Plan
 from orchestrator.router import policies as routing
-from orchestrator.autoscale.policy import Knobs, PoolSpec
 from orchestrator.sim.autoscale import AutoscaledSimulation, ScalingLog
-from orchestrator.sim.engine import Simulation, replicas_from_plan
+from orchestrator.sim.events import Simulation, replicas_from_plan
 from orchestrator.sim.metrics import GoodputResult, Summary, find_goodput, summarize
 from orchestrator.sim.trace import TraceRequest, scale_rate
 
@@ -37,12 +38,12 @@ class Autoscale:
 class Scenario:
     plan: Plan
     trace: list[TraceRequest]
-    slo_ttft_s: float = 2.0
-    slo_tpot_s: float = 0.1
+    slo_ttft_s: float = SLO_TTFT_S
+    slo_tpot_s: float = SLO_TPOT_S
     seed: int = 0
     pools: list[str] | None = None  # only these node types (e.g. one pool alone)
     policy_args: dict = field(default_factory=dict)  # e.g. {"weights": {...}} for static_split
-    max_waiting: int = 256
+    max_waiting: int = MAX_WAITING  # the live endpoint's bound, so rejections match
     autoscale: Autoscale | None = None  # None: the plan's replicas, fixed
     last_scaling: ScalingLog | None = field(default=None, repr=False)  # of the last run
 

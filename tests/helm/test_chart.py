@@ -13,6 +13,7 @@ import yaml
 from orchestrator.config import ClusterSpec, load_cluster_spec
 from orchestrator.k8s.values import helm_values
 from orchestrator.planner.select import plan_cluster
+from orchestrator.serve.contract import AppArgs
 from tests.conftest import CLUSTERS, ROOT
 
 CHART = ROOT / "helm" / "orchestrator"
@@ -117,7 +118,10 @@ def test_render_validates_and_maps_node_types(helm, validator, tmp_path, case, g
     serve = yaml.safe_load(rs["spec"]["serveConfigV2"])
     app = serve["applications"][0]
     assert app["import_path"] == "orchestrator.serve.entry:app"
-    assert json.loads(app["args"]["plan"])["model"] == json.loads(values["plan"])["model"]
+    # the chart renders serve/contract.AppArgs back: what the entry point will validate
+    args = AppArgs.model_validate(app["args"])
+    assert args.plan.model == json.loads(values["plan"])["model"]
+    assert args.store == values["artifacts"]["path"] and args.policy == "slo_aware"
 
 
 def test_misspelt_key_is_caught_by_the_strict_schema(helm, validator, tmp_path):

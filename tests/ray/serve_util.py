@@ -101,24 +101,19 @@ def build_demo(store):
 
 
 def deploy_autoscaled(spec, model: str) -> tuple[str, dict]:
-    """Deploy `spec` through a Serve config with the application-level autoscaling policy,
-    simulated engines (the serving path is under test, not the engines). Returns the base
-    URL, without waiting, and each deployment's scaling bounds."""
-    from orchestrator.autoscale.bounds import scaling_config
-    from orchestrator.k8s.values import compact_plan
+    """Deploy `spec` the way `up` does (a Serve config with the application-level autoscaling
+    policy), with simulated engines (the serving path is under test, not the engines).
+    Returns the base URL, without waiting, and each deployment's scaling bounds."""
+    from orchestrator.config import ServingSpec
     from orchestrator.planner.select import plan_cluster
     from orchestrator.serve import lifecycle
-    from orchestrator.serve.app import deployment_name
+    from orchestrator.serve.contract import app_args
 
-    plan = plan_cluster(spec)
-    names = {n.node_type: deployment_name(n.node_type) for n in plan.pools()}
-    scaling, kwargs = scaling_config(plan, spec, names, lifecycle.APP_NAME)
+    args, kwargs = app_args(plan_cluster(spec), spec, model_name=model, engine="simulated")
+    args = args.model_copy(update={"serving": ServingSpec(max_waiting=4, api_keys_env=None)})
     port = free_port()
-    lifecycle.deploy_config({"plan": compact_plan(plan).model_dump_json(), "model_name": model,
-                             "engine": "simulated", "scaling": scaling,
-                             "serving": {"max_waiting": 4, "api_keys_env": None}},
-                            kwargs, "127.0.0.1", port)
-    return f"http://127.0.0.1:{port}", scaling
+    lifecycle.deploy(args, kwargs, "127.0.0.1", port)
+    return f"http://127.0.0.1:{port}", args.scaling
 
 
 def idle(base: str) -> bool:

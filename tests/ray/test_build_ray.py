@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.build.builders import gguf_file_type
+from orchestrator.backends.llamacpp import gguf_file_type
 from orchestrator.build.runner import run_builds
 from orchestrator.build.spec import BuildSpec
 from orchestrator.build.store import ArtifactError, ArtifactStore

@@ -12,9 +12,10 @@ import time
 import pytest
 
 from orchestrator.bench.overload import overload_run, ray_processes
-from orchestrator.config import load_cluster_spec
+from orchestrator.config import ServingSpec, load_cluster_spec
 from orchestrator.planner.select import plan_cluster
 from orchestrator.serve.app import build_app
+from orchestrator.serve.contract import AppArgs
 from tests.conftest import CLUSTERS
 from tests.ray.serve_util import MIXED_NODES, R3090, deploy, free_port, get, post, wait_for
 
@@ -30,7 +31,8 @@ def endpoint(ray_cluster):
     from ray import serve
 
     plan = plan_cluster(load_cluster_spec(CLUSTERS / "mixed.yaml"))
-    app = build_app(plan, model_name=MODEL, engine="simulated", max_waiting=MAX_WAITING)
+    app = build_app(AppArgs(plan=plan, model_name=MODEL, engine="simulated",
+                            serving=ServingSpec(max_waiting=MAX_WAITING)))
     base = deploy(app, free_port())
     yield base
     serve.shutdown()

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.config import load_cluster_spec
+from orchestrator.config import ServingSpec, load_cluster_spec
 from orchestrator.planner.select import plan_cluster
 from orchestrator.serve.app import build_app
+from orchestrator.serve.contract import AppArgs
 from orchestrator.serve.auth import digest
 from tests.conftest import CLUSTERS
 from tests.ray.serve_util import MIXED_NODES, deploy, free_port, get, post
@@ -36,9 +37,11 @@ def endpoint(ray_cluster):
     spec = load_cluster_spec(CLUSTERS / "mixed.yaml")
     plan = plan_cluster(spec.model_copy(update={"node_types": [
         nt.model_copy(update={"count": 1}) for nt in spec.node_types]}))
-    app = build_app(plan, model_name=MODEL, engine="simulated", time_scale=0.001,
-                    max_waiting=8, key_digests=[digest(KEY)], public_paths=["/health"],
-                    max_body_bytes=MAX_BODY, max_context=2048)
+    app = build_app(AppArgs(
+        plan=plan, model_name=MODEL, engine="simulated", time_scale=0.001,
+        key_digests=[digest(KEY)],
+        serving=ServingSpec(max_waiting=8, public_paths=["/health"], max_body_bytes=MAX_BODY,
+                            max_context=2048)))
     base = deploy(app, free_port())
     yield base
     serve.shutdown()

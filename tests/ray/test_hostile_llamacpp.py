@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.config import ServingSpec
 from orchestrator.serve.app import build_app
+from orchestrator.serve.contract import AppArgs
 from orchestrator.serve.auth import digest
 from tests.ray import test_hostile_input as suite
 from tests.ray.serve_util import build_demo, deploy, free_port, get, post
@@ -32,10 +33,10 @@ def endpoint(ray_cluster, tmp_path_factory):
     from ray import serve
 
     plan, artifacts = build_demo(tmp_path_factory.mktemp("store"))
-    app = build_app(plan, model_name=suite.MODEL, artifacts=artifacts,
-                    key_digests=[digest(suite.KEY)], public_paths=["/health"],
-                    max_body_bytes=suite.MAX_BODY, max_context=512, max_waiting=8,
-                    serving=ServingSpec(default_max_tokens=4))
+    app = build_app(AppArgs(
+        plan=plan, model_name=suite.MODEL, artifacts=artifacts, key_digests=[digest(suite.KEY)],
+        serving=ServingSpec(public_paths=["/health"], max_body_bytes=suite.MAX_BODY,
+                            max_context=512, max_waiting=8, default_max_tokens=4)))
     base = deploy(app, free_port())
     yield base
     serve.shutdown()

@@ -17,6 +17,7 @@ from orchestrator.bench.overload import disconnect_storm
 from orchestrator.config import ServingSpec
 from orchestrator.serve import lifecycle
 from orchestrator.serve.app import build_app
+from orchestrator.serve.contract import AppArgs
 from tests.ray.serve_util import build_demo, deploy, free_port, get, idle, post, wait_for
 
 pytestmark = pytest.mark.ray
@@ -34,8 +35,8 @@ def stack(ray_cluster, tmp_path_factory):
 
     store = tmp_path_factory.mktemp("store")
     plan, artifacts = build_demo(store)
-    app = build_app(plan, model_name=MODEL, artifacts=artifacts, max_context=CONTEXT,
-                    serving=ServingSpec(max_waiting=64))
+    app = build_app(AppArgs(plan=plan, model_name=MODEL, artifacts=artifacts,
+                            serving=ServingSpec(max_waiting=64, max_context=CONTEXT)))
     port = free_port()
     base = deploy(app, port)
     yield {"base": base, "plan": plan, "artifacts": artifacts, "store": store, "port": port}
@@ -150,8 +151,9 @@ def second(stack):
         fh.seek(-1, 1)
         fh.write(bytes([b[0] ^ 0xFF]))
     art["cpu-throughput"] = str(bad / "k")
-    app = build_app(stack["plan"], model_name=MODEL, artifacts=art, max_context=CONTEXT,
-                    serving=ServingSpec(first_token_timeout_s=0.3))
+    app = build_app(AppArgs(plan=stack["plan"], model_name=MODEL, artifacts=art,
+                            serving=ServingSpec(first_token_timeout_s=0.3,
+                                                max_context=CONTEXT)))
     try:
         serve.run(app, name="second", route_prefix="/x", blocking=False)
     except RuntimeError as e:  # Serve may see the broken pool fail before it returns

@@ -5,6 +5,7 @@ the official openai client."""
 import pytest
 
 from orchestrator.serve.app import build_app
+from orchestrator.serve.contract import AppArgs
 from tests.ray.serve_util import build_demo, deploy, free_port, get
 
 pytestmark = pytest.mark.ray
@@ -21,7 +22,7 @@ def client(ray_cluster, tmp_path_factory):
     from ray import serve
 
     plan, artifacts = build_demo(tmp_path_factory.mktemp("store"))
-    app = build_app(plan, model_name=MODEL, artifacts=artifacts)
+    app = build_app(AppArgs(plan=plan, model_name=MODEL, artifacts=artifacts))
     base = deploy(app, free_port())
     yield OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0), base
     serve.shutdown()

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from orchestrator.config import load_cluster_spec
+from orchestrator.config import ServingSpec, load_cluster_spec
 from orchestrator.planner.select import plan_cluster
 from orchestrator.serve.app import build_app
+from orchestrator.serve.contract import AppArgs
 from tests.conftest import CLUSTERS
 from tests.ray.serve_util import A100, MIXED_NODES, R3090, deploy, free_port, get, post
 
@@ -24,7 +25,8 @@ def endpoint(ray_cluster):
     from ray import serve
 
     plan = plan_cluster(load_cluster_spec(CLUSTERS / "mixed.yaml"))
-    app = build_app(plan, model_name=MODEL, engine="simulated", max_waiting=8)
+    app = build_app(AppArgs(plan=plan, model_name=MODEL, engine="simulated",
+                            serving=ServingSpec(max_waiting=8)))
     base = deploy(app, free_port())
     yield base
     serve.shutdown()

@@ -28,3 +28,31 @@ def test_ruff_passes():
     r = subprocess.run([_tool("ruff"), "check", "orchestrator", "tests", "benchmarks"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "orchestrator").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"split these by concern: {long}"
+
+
+def test_a_backend_is_one_module():
+    """Each backend's facts, build, engine arguments, placement and engine live in
+    backends/<id>.py, and nothing else in the package names a backend to branch on it."""
+    import re
+
+    from orchestrator.backends import BACKENDS
+    from orchestrator.backends.base import Backend
+
+    for bid, b in BACKENDS.items():
+        module = f"orchestrator.backends.{bid}"
+        assert type(b).__module__ == module
+        assert b.engine_class.startswith(module + ":")
+        for method in ("build_params", "build", "engine_args"):
+            assert getattr(type(b), method) is not getattr(Backend, method), (bid, method)
+    ids = "|".join(BACKENDS)
+    pattern = re.compile(rf"""["']({ids})["']""")
+    named = [f"{p.relative_to(ROOT)}:{i}" for p in (ROOT / "orchestrator").rglob("*.py")
+             if "backends" not in p.parts
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not named, f"backend ids outside orchestrator/backends/: {named}"

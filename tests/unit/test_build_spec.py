@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from orchestrator.build import builders
+from orchestrator.backends import get_backend
+from orchestrator.errors import MissingExtraError
 from orchestrator.build.spec import build_specs
 from orchestrator.build.store import ArtifactError, ArtifactStore, FileEntry, Manifest
 from orchestrator.config import ClusterSpec, load_cluster_spec
@@ -63,10 +64,10 @@ def test_trtllm_missing_extra_is_reported(mixed_specs):
         pytest.skip("tensorrt_llm is installed here")
     except ImportError:
         pass
-    with pytest.raises(builders.MissingExtraError, match=r"pip install 'orchestrator\[trtllm\]'"):
-        builders.make("trtllm").version()
-    with pytest.raises(builders.MissingExtraError, match="tensorrt-llm is not installed"):
-        builders.make("trtllm").build(mixed_specs["rtx-3090-x2-nvlink"], None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'orchestrator\[trtllm\]'"):
+        get_backend("trtllm").version()
+    with pytest.raises(MissingExtraError, match="tensorrt-llm is not installed"):
+        get_backend("trtllm").build(mixed_specs["rtx-3090-x2-nvlink"], None)
 
 
 def _manifest(key, files, arch="cpu", version="1.0"):

@@ -93,13 +93,21 @@ def test_plan_nothing_fits_exits_nonzero(run, write_spec):
 
 @pytest.mark.parametrize("args, msg", [
     (["--model", "llama-9"], "unknown model 'llama-9'"),
-    (["--policy", "cheap"], "unknown planner policy 'cheap'"),
+    (["--objective", "cheap"], "unknown planner objective 'cheap'"),
     (["--min-precision", "q3"], "unknown precision 'q3'"),
     (["--min-context", "0"], "Invalid value for '--min-context'"),
 ])
 def test_plan_bad_overrides(run, args, msg):
     r = run("plan", CLUSTERS / "mixed.yaml", *args)
     assert r.exit_code != 0 and msg in r.output
+
+
+def test_plan_policy_flag_still_works_with_a_deprecation_warning(run):
+    r = run("plan", CLUSTERS / "mixed.yaml", "--policy", "throughput", "--json")
+    assert r.exit_code == 0, r.output
+    assert "--policy is deprecated; use --objective" in r.output
+    r = run("plan", CLUSTERS / "mixed.yaml", "--policy", "quality", "--objective", "quality")
+    assert r.exit_code != 0 and "give --objective only" in r.output
 
 
 def test_plan_bad_spec_is_a_clean_error(run, write_spec):
@@ -157,3 +165,13 @@ def test_status_view_shows_each_pools_engine_state_and_the_reason_in_full():
     out = con.export_text()
     assert "loaded in 2 s" in out and "1 restart(s)" in out and "failed" in out
     assert f"pool-b: {reason}" in out
+
+
+def test_a_spec_with_the_old_policy_key_plans_and_says_so(run, tmp_path):
+    text = (CLUSTERS / "local.yaml").read_text()
+    assert "objective:" in text
+    old = tmp_path / "old.yaml"
+    old.write_text(text.replace("objective:", "policy:"))
+    r = run("plan", old, "--json")
+    assert r.exit_code == 0, r.output
+    assert "policy is deprecated; write" in r.output

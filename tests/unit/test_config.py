@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 
 from orchestrator.config import ClusterSpec, load_cluster_spec
@@ -32,7 +34,8 @@ def test_local_is_cpu_only():
     (cluster(node_type(nodeSelecter={"a": "b"})),
      ["node_types[0] (rtx-3090-x2-nvlink)", "unknown field 'nodeSelecter'", "valid fields:",
       "labels"]),
-    (cluster(planner={"polcy": "quality"}), ["planner", "unknown field 'polcy'", "policy"]),
+    (cluster(planner={"objectve": "quality"}), ["planner", "unknown field 'objectve'",
+                                                "objective"]),
     (cluster(node_type(gpu="rtx-9999")),
      ["node_types[0] (rtx-3090-x2-nvlink).gpu", "unknown GPU model 'rtx-9999'", "rtx-3090",
       "a100-80g-sxm"]),
@@ -46,8 +49,16 @@ def test_local_is_cpu_only():
     (cluster(node_type(gpu="rtx-4090")), ["rtx-4090 has no NVLink; use interconnect: pcie"]),
     (cluster(node_type(gpu=None, gpus_per_node=None)), ["set exactly one of 'gpu'"]),
     (cluster(model="llama-9"), ["model", "unknown model 'llama-9'", "llama-3.1-70b"]),
-    (cluster(planner={"policy": "cheapest"}), ["planner.policy", "unknown planner policy",
-                                               "balanced, quality, throughput"]),
+    (cluster(planner={"objective": "cheapest"}), ["planner.objective",
+                                                  "unknown planner objective",
+                                                  "balanced, quality, throughput"]),
+    (cluster(node_type(objective="cheapest")), ["node_types[0] (rtx-3090-x2-nvlink).objective",
+                                                "unknown planner objective 'cheapest'"]),
+    (cluster(planner={"policy": "quality", "objective": "throughput"}),
+     ["planner.policy and planner.objective are both set", "keep only planner.objective"]),
+    (cluster(node_type(policy="quality", objective="throughput")),
+     ["node_types (rtx-3090-x2-nvlink).policy and node_types (rtx-3090-x2-nvlink).objective "
+      "are both set"]),
     (cluster(planner={"min_precision": "q3"}), ["planner.min_precision", "unknown precision"]),
     (cluster(node_type(precisions=["q4_k_m", "fp4"])), ["unknown precision 'fp4'"]),
     (cluster(node_type(backends=["exllama"])), ["unknown backend 'exllama'", "llamacpp"]),
@@ -56,7 +67,8 @@ def test_local_is_cpu_only():
 ])
 def test_bad_spec_names_file_field_and_choices(write_spec, data, must_contain):
     path = write_spec(data)
-    with pytest.raises(SpecError) as err:
+    with pytest.raises(SpecError) as err, warnings.catch_warnings():
+        warnings.simplefilter("error")  # a bad spec fails on its error, not on a warning
         load_cluster_spec(path)
     msg = str(err.value)
     assert str(path) in msg
@@ -81,3 +93,29 @@ def test_gpu_node_type_resource_name():
     assert spec.node_types[0].resource == "gpu_group:rtx-3090-x2-nvlink"
     with pytest.raises(SpecError, match="no node type 'x'; node types: rtx-3090-x2-nvlink"):
         spec.node_type("x")
+
+
+@pytest.mark.parametrize("shipped", sorted(CLUSTERS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_specs_use_no_deprecated_key(shipped):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        load_cluster_spec(shipped)
+
+
+def test_planner_policy_still_loads_as_objective_with_a_deprecation(write_spec):
+    path = write_spec(cluster(node_type(policy="balanced"), planner={"policy": "throughput"}))
+    with pytest.warns(DeprecationWarning) as got:
+        spec = load_cluster_spec(path)
+    assert spec.planner.objective == "throughput"
+    assert spec.node_types[0].objective == "balanced"
+    messages = [str(w.message) for w in got]
+    assert "planner.policy is deprecated; write planner.objective" in messages
+    assert ("node_types (rtx-3090-x2-nvlink).policy is deprecated; write "
+            "node_types (rtx-3090-x2-nvlink).objective") in messages
+
+
+def test_deprecated_planner_policy_is_still_validated(write_spec):
+    path = write_spec(cluster(planner={"policy": "cheapest"}))
+    with pytest.warns(DeprecationWarning), pytest.raises(SpecError) as err:
+        load_cluster_spec(path)
+    assert "planner.objective: unknown planner objective 'cheapest'" in str(err.value)

@@ -33,7 +33,7 @@ def test_readings_of_a_known_box():
     g = i.gpus[0]
     assert (g.model_id, g.compute_capability, g.nvlink_peers) == ("rtx-3090", "8.6", [1])
     assert g.memory_bytes == 24 * 1024**3
-    assert g.bandwidth_gbs == pytest.approx(936, rel=0.01)  # FACTS.md: 936 GB/s
+    assert g.bandwidth_gbs == pytest.approx(936, rel=0.01)  # GA102 whitepaper: 936 GB/s
     assert g.bus_id.startswith("00000000:")
 
 
@@ -74,7 +74,7 @@ def test_catalog_covers_the_common_gpus():
             "l40s", "t4", "v100-sxm2-32g", "a100-40g-pcie", "a100-40g-sxm", "a100-80g-pcie",
             "a100-80g-sxm", "h100-pcie", "h100-sxm", "h200"}
     assert need <= set(GPU_CATALOG)
-    # FACTS.md rows
+    # datasheet rows (docs/sources.md: GPUs)
     assert GPU_CATALOG["rtx-4090"].bandwidth_gbs == 1008 and GPU_CATALOG["rtx-4090"].fp8
     assert not GPU_CATALOG["rtx-3090"].fp8 and GPU_CATALOG["rtx-3090"].int4_kernels
     assert GPU_CATALOG["h200"].bandwidth_gbs == 4800

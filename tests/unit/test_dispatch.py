@@ -13,17 +13,17 @@ from orchestrator.engines.base import Chunk, EngineFault, context_too_long
 from orchestrator.planner.select import plan_cluster
 from orchestrator.router import policies
 from orchestrator.router.context import RouteRequest
-from orchestrator.serve.contract import PoolRequest
+from orchestrator.serve.contract import PoolFacts, PoolRequest, deployment_name
 from orchestrator.serve.dispatch import Dispatcher, StreamTimeout
 from orchestrator.serve.metrics import make_metrics
 from orchestrator.serve.openai_api import ApiError
 from tests.conftest import CLUSTERS
 
 PLAN = plan_cluster(load_cluster_spec(CLUSTERS / "mixed.yaml"))
-POOLS = {f"pool-{n.node_type}": {"pool": n.node_type, "precision": n.choice.precision,
-                                 "node_plan": n.model_dump(mode="json"), "max_context": 8192,
-                                 "max_waiting": 4} for n in PLAN.pools()}
-F16 = next(d for d, f in POOLS.items() if f["precision"] == "f16")
+POOLS = {deployment_name(n.node_type): PoolFacts(pool=n.node_type, precision=n.choice.precision,
+                                                 node_plan=n, max_context=8192, max_waiting=4)
+         for n in PLAN.pools()}
+F16 = next(d for d, f in POOLS.items() if f.precision == "f16")
 INT4 = next(d for d in POOLS if d != F16)
 
 

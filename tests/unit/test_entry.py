@@ -6,7 +6,8 @@ import pytest
 
 from orchestrator.build.store import ArtifactStore, FileEntry, Manifest
 from orchestrator.config import load_cluster_spec
-from orchestrator.k8s.values import compact_plan, helm_values
+from orchestrator.k8s.values import helm_values
+from orchestrator.serve.contract import compact_plan
 from orchestrator.planner.select import plan_cluster
 from orchestrator.serve import entry
 from tests.conftest import CLUSTERS
@@ -44,3 +45,17 @@ def test_app_from_helm_values_plan(plan, tmp_path):
     assert app is not None
     with pytest.raises(RuntimeError, match="no built artifact .* cpu-quality, cpu-throughput"):
         entry.app({"plan": compact_plan(plan).model_dump(), "store": str(tmp_path)})
+
+
+def test_app_args_survive_the_serve_config_round_trip(plan):
+    """What `up` writes into the Serve config is what the entry point reads back."""
+    from orchestrator.serve.contract import AppArgs, app_args
+
+    spec = load_cluster_spec(CLUSTERS / "local.yaml")
+    args, policy_kwargs = app_args(plan, spec, model_name="m", artifacts={"a": "/x"},
+                                   key_digests=["d"])
+    back = AppArgs.model_validate(json.loads(json.dumps(args.config_args())))
+    assert back == args and policy_kwargs is None
+    assert back.serving.api_keys_env is None  # keys stay with `up`; digests travel
+    with pytest.raises(ValueError, match="bogus"):
+        AppArgs.model_validate({**args.config_args(), "bogus": 1})

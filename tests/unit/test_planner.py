@@ -1,4 +1,5 @@
-"""The planner against the seed guide's table and FACTS.md, to the byte where it can be."""
+"""The planner against the seed guide's table and the published figures in docs/sources.md,
+to the byte where it can be."""
 
 import dataclasses
 
@@ -7,12 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import ClusterSpec, PlannerSpec, load_cluster_spec
-from orchestrator.errors import NoFeasiblePlanError
+from orchestrator.errors import NoFeasiblePlanError, UserError
 from orchestrator.hardware.catalog import GB, GIB, get_gpu
 from orchestrator.models.catalog import get_model
 from orchestrator.models.precision import get_precision, quality_order
-from orchestrator.planner.hardware import CPUHardware, NodeHardware
+from orchestrator.planner.nodes import CPUHardware, NodeHardware
 from orchestrator.planner.performance import decode_efficiency, prefill_efficiency
+from orchestrator.planner.plan import Plan
 from orchestrator.planner.select import NodeRequest, plan_cluster, plan_node, require_feasible
 from tests.conftest import CLUSTERS, cluster, node_type
 
@@ -137,14 +139,39 @@ def test_precision_floor_and_nothing_fits_anywhere():
         require_feasible(plan)
 
 
-def test_policies_differ_where_they_should():
+def test_objectives_differ_where_they_should():
     spec = ClusterSpec.model_validate(cluster(node_type(
         name="a100", gpu="a100-80g-sxm", gpus_per_node=4)))
     quality = plan_cluster(spec, model="llama-3.1-8b").node_types[0].choice
-    fast = plan_cluster(spec, model="llama-3.1-8b", policy="throughput").node_types[0].choice
+    fast = plan_cluster(spec, model="llama-3.1-8b", objective="throughput").node_types[0].choice
     assert quality.precision in ("f16", "bf16")
     assert fast.node_tokens_per_s >= quality.node_tokens_per_s
     assert fast.quality_rank < quality.quality_rank
+    assert "objective throughput (" in fast.why
+
+
+def test_plan_cluster_policy_keyword_is_a_deprecated_objective():
+    spec = ClusterSpec.model_validate(cluster())
+    with pytest.deprecated_call(match=r"policy=\.\.\.\) is deprecated; pass objective"):
+        plan = plan_cluster(spec, policy="throughput")
+    assert plan.objective == plan.node_types[0].objective == "throughput"
+    with pytest.raises(UserError, match="objective 'quality' and policy 'throughput'"):
+        plan_cluster(spec, objective="quality", policy="throughput")
+
+
+def test_node_type_objective_overrides_the_planners():
+    spec = ClusterSpec.model_validate(cluster(node_type(objective="throughput")))
+    plan = plan_cluster(spec)
+    assert (plan.objective, plan.node_types[0].objective) == ("quality", "throughput")
+
+
+def test_a_plan_serialized_with_policy_still_loads():
+    plan = plan_cluster(ClusterSpec.model_validate(cluster()))
+    old = plan.model_dump()
+    old["policy"] = old.pop("objective")
+    for n in old["node_types"]:
+        n["policy"] = n.pop("objective")
+    assert Plan.model_validate(old) == plan
 
 
 def test_calibrated_efficiencies_are_fractions():
@@ -157,7 +184,7 @@ def test_calibrated_efficiencies_are_fractions():
 def test_a100_prefill_is_far_faster_than_3090():
     plan = plan_cluster(load_cluster_spec(CLUSTERS / "mixed.yaml"))
     a100, r3090 = (n.choice.perf.prefill_tokens_per_s for n in plan.node_types)
-    assert a100 / r3090 > 5  # FACTS.md: ~9x between the two
+    assert a100 / r3090 > 5  # ~9x between the two (docs/planning.md: worked example)
 
 
 def test_weight_sizes_are_published_where_facts_has_them():

@@ -59,3 +59,16 @@ def test_node_type_must_exist_in_the_spec():
 def test_node_type_on_a_mixed_box_is_refused():
     with pytest.raises(UserError, match="3 kinds of GPU group"):
         node_resources(inv("mixed-pcie"), node_type="x")
+
+
+def test_every_writer_of_the_gpu_group_resource_agrees():
+    from orchestrator.defaults import gpu_group_resource
+    from orchestrator.planner.select import plan_cluster
+
+    spec = ClusterSpec.model_validate(cluster())
+    assert gpu_group_resource("rtx-3090-x2-nvlink") == "gpu_group:rtx-3090-x2-nvlink"
+    assert spec.node_types[0].resource == gpu_group_resource("rtx-3090-x2-nvlink")
+    res = node_resources(inv("2x3090-nvlink"), spec)
+    choice = plan_cluster(spec).node_types[0].choice
+    assert set(res.resources) == {spec.node_types[0].resource}
+    assert spec.node_types[0].resource in choice.replica_resources

@@ -11,7 +11,7 @@ from orchestrator.router.context import RouteRequest
 from orchestrator.router.estimate import estimate
 from orchestrator.router.route import (CONTEXT_TOO_LONG, OK, OVERLOADED,
                                        UNSATISFIABLE_PRECISION, route)
-from orchestrator.sim.engine import replicas_from_plan
+from orchestrator.sim.events import replicas_from_plan
 from tests.conftest import CLUSTERS
 
 A100, R3090 = "a100-80g-sxm-x4-nvlink", "rtx-3090-x2-nvlink"
@@ -65,7 +65,8 @@ def test_overloaded_when_every_queue_is_full(views):
 
 
 def test_long_prompt_skips_the_slow_prefill_pool(views):
-    """A 1,000-token prompt cannot get its first token in 2 s on an idle 3090 pair (FACTS)."""
+    """A 1,000-token prompt cannot get its first token in 2 s on an idle 3090 pair
+    (docs/sources.md: Decode and prefill)."""
     idle_3090 = by_pool(views, R3090)[0]
     assert estimate(req(1400), idle_3090).ttft_s > 2.0
     a100 = by_pool(views, A100)[0]

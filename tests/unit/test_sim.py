@@ -8,13 +8,16 @@ from orchestrator.config import ClusterSpec, load_cluster_spec
 from orchestrator.errors import UserError
 from orchestrator.planner.select import plan_cluster
 from orchestrator.router import policies
-from orchestrator.sim.engine import Simulation, replicas_from_plan
+from orchestrator.sim.events import Simulation, replicas_from_plan
 from orchestrator.sim.metrics import find_goodput, summarize
 from orchestrator.sim.run import Scenario
 from orchestrator.sim.trace import (TraceRequest, load_trace, mean_rate, pin_share, scale_rate,
                                     synthetic)
 from tests.conftest import CLUSTERS, ROOT, cluster, node_type
 
+# The Azure LLM inference trace 2023, conversation half (github.com/Azure/AzurePublicDataset,
+# AzureLLMInferenceTrace_conv.csv; docs/sources.md: Request traces), where a copy sits beside
+# the checkout; the test that replays it skips without it.
 TRACE = ROOT.parent / "shared" / "data" / "azure-llm-inference-2023-conv.csv"
 
 
@@ -150,3 +153,17 @@ def test_autoscaled_replay_uses_fewer_replica_seconds_within_the_inventory():
     assert any(d > 1 for _, pool, d in log.events)  # the burst grew a pool
     assert all(log.peak[n.node_type] <= n.replicas for n in plan.pools())
     assert a.slo_attainment > 0.5 and a.completed + a.rejected == a.requests
+
+
+def test_the_simulator_bounds_queues_and_scores_slos_as_the_live_endpoint_does(mixed):
+    from orchestrator import defaults
+    from orchestrator.config import ServingSpec
+    from orchestrator.router.context import RouteRequest
+
+    assert {r.view.max_waiting for r in replicas_from_plan(mixed)} == {defaults.MAX_WAITING}
+    assert ServingSpec().max_waiting == defaults.MAX_WAITING
+    s = Scenario(mixed, [])
+    assert (s.max_waiting, s.slo_ttft_s, s.slo_tpot_s) == (
+        defaults.MAX_WAITING, defaults.SLO_TTFT_S, defaults.SLO_TPOT_S)
+    r = RouteRequest(1, 1)
+    assert (r.slo_ttft_s, r.slo_tpot_s) == (defaults.SLO_TTFT_S, defaults.SLO_TPOT_S)

@@ -11,6 +11,7 @@ from orchestrator.build.spec import build_specs, default_store
 from orchestrator.config import load_cluster_spec
 from orchestrator.planner.select import plan_cluster
 from orchestrator.serve.app import build_app
+from orchestrator.serve.contract import AppArgs
 from tests.conftest import CLUSTERS
 from tests.ray.serve_util import deploy, free_port, get
 
@@ -25,8 +26,7 @@ def endpoint(tmp_path_factory):
     from openai import OpenAI
     from ray import serve
 
-    from orchestrator.build.local import local_resources
-    from orchestrator.hardware.discovery import discover
+    from orchestrator.serve.ray_local import local_node
 
     tmp = tmp_path_factory.mktemp("vllm")
     # vLLM and torch write caches under $HOME and the temp dir: keep them in the test's.
@@ -34,14 +34,14 @@ def endpoint(tmp_path_factory):
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(tmp / "inductor"))
     spec = load_cluster_spec(CLUSTERS / "local-vllm.yaml")
     plan = plan_cluster(spec)
-    ray.init(num_cpus=2, resources=local_resources(spec, discover()), log_to_driver=False,
+    ray.init(num_cpus=2, resources=local_node(spec).resources, log_to_driver=False,
              include_dashboard=False)
     try:
         # The default store: the dequantized checkpoint (~2 min) is made once per machine.
         outcomes = run_builds(build_specs(plan, spec), default_store(spec))
         assert all(o.ok for o in outcomes), outcomes
-        app = build_app(plan, model_name=MODEL,
-                        artifacts={o.node_type: o.path for o in outcomes})
+        app = build_app(AppArgs(plan=plan, model_name=MODEL,
+                                artifacts={o.node_type: o.path for o in outcomes}))
         base = deploy(app, free_port(), timeout_s=600)
         ARTIFACTS.update({o.node_type: o.path for o in outcomes})
         yield OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0), base

@@ -1,7 +1,8 @@
-"""llama.cpp through llama-cpp-python: real on CPU here, with CUDA offload on GPUs.
+"""llama.cpp through llama-cpp-python: GGUF artifacts quantized on each node type, served on
+CPU here and with CUDA offload on GPUs.
 
-Every llama call runs on one dedicated thread: calling the model from several threads
-drops decode from ~44 to ~24 tok/s on 2 cores (its OpenMP thread teams; measured in
+Every llama call of a replica runs on one dedicated thread: calling the model from several
+threads drops decode from ~44 to ~24 tok/s on 2 cores (its OpenMP thread teams; measured in
 docs/operations.md). Requests queue FIFO and run one at a time; tokens reach asyncio
 through a queue. ``logits_all`` stays off: it makes a 512-token prefill 2.4x slower.
 """
@@ -12,18 +13,111 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import shutil
 import threading
+from pathlib import Path
 from typing import AsyncIterator
 
+from orchestrator.backends.base import Backend, BuildSpec, Calibration
 from orchestrator.engines import chat
 from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
                                        GenerateRequest, Progress, RequestError, TokenRate,
                                        template_error)
-from orchestrator.errors import MissingExtraError
+from orchestrator.errors import BuildFailed, MissingExtraError, UserError
+from orchestrator.models.catalog import get_model
+from orchestrator.models.precision import PRECISIONS, get_precision
 
 log = logging.getLogger("ray.serve")
 _DONE = object()
 SEED_MASK = 0xFFFFFFFF  # llama.cpp's sampler seed is 32-bit; the API accepts 64-bit seeds
+# llama.cpp allocates its whole context when it loads; cap what one replica reserves.
+MAX_CONTEXT = 8192
+MODEL_FILE = "model.gguf"  # the artifact: one GGUF file
+_SEED = ("seed guide (docs/sources.md; 2x RTX 3090 NVLink, 512-token prompt, 256 out, "
+         "median of 5)")
+_XD = "https://github.com/XiongjieDai/GPU-Benchmarks-on-LLM-Inference README"
+
+
+class LlamaCpp(Backend):
+    id, display, extra, dists = "llamacpp", "llama.cpp", "llamacpp", ("llama-cpp-python",)
+    # every GGUF type on CPU and on CUDA from sm60; BF16 needs sm80
+    gpu_support = {**{p.id: 60 for p in PRECISIONS.values() if p.is_gguf}, "bf16": 80}
+    cpu_support = frozenset(p.id for p in PRECISIONS.values() if p.is_gguf)
+    # layers split across GPUs (one GPU works at a time); only compute buffers on top
+    parallelism, overhead_gib_per_gpu, overhead_gib_cpu = "layer", 0.5, 0.25
+    max_batch, chunked_prefill = 1, False
+    kv_bytes = {"fp16": 2.0, "fp8": 34 / 32}  # its 8-bit cache is q8_0: 34 bytes per 32
+    calibration = (
+        Calibration("rtx-3090", 2, "layer", "llama-3.1-70b", "q4_k_m", 17.8, _SEED),
+        Calibration("rtx-3090", 2, "layer", "llama-3.1-70b", "q5_k_m", 13.4, _SEED),
+        Calibration("rtx-3090", 2, "layer", "llama-3.1-70b", "q4_k_m", 16.57,
+                    f"{_XD}, tg512", prompt_tokens=0, output_tokens=512),
+        Calibration("rtx-3090", 2, "layer", "llama-3.1-70b", "q4_k_m", 357,
+                    f"{_XD}, pp512", kind="prefill", output_tokens=0),
+        Calibration("rtx-4090", 2, "layer", "llama-3.1-70b", "q4_k_m", 839,
+                    f"{_XD}, pp512", kind="prefill", output_tokens=0),
+    )
+    notes = "our engine (llama-cpp-python) decodes one sequence at a time per replica"
+    engine_class = "orchestrator.backends.llamacpp:LlamaCppEngine"
+
+    def build_params(self, n, plan, node, sources):
+        p = get_precision(n.choice.precision)
+        return "gguf", {"gguf_type": p.gguf_type, "needs_imatrix": p.needs_imatrix,
+                        "imatrix": sources("imatrix") if p.needs_imatrix else None}
+
+    def describe(self, spec):
+        return f"quantize {spec.source_kind} -> {spec.params['gguf_type']}" + (
+            " (imatrix)" if spec.params.get("needs_imatrix") else "")
+
+    def build(self, spec: BuildSpec, out: Path) -> list[str]:
+        try:
+            import llama_cpp
+        except ImportError:
+            raise MissingExtraError("llama-cpp-python", "llamacpp") from None
+        if spec.source is None:
+            raise UserError(f"{spec.node_type}: no GGUF source; set artifacts.sources.gguf")
+        target = getattr(llama_cpp, f"LLAMA_FTYPE_{spec.params['gguf_type']}")
+        if spec.params.get("needs_imatrix"):
+            raise UserError(
+                f"{spec.node_type}: {spec.precision} needs an importance matrix, which "
+                "llama.cpp's quantizer cannot load through llama-cpp-python; quantize with "
+                "llama-quantize --imatrix and point artifacts.sources.gguf at the result")
+        source_type = gguf_file_type(spec.source)
+        dest = out / MODEL_FILE
+        if source_type == target:
+            shutil.copyfile(spec.source, dest)
+            return [f"source is already {spec.params['gguf_type']}: copied"]
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = target
+        params.allow_requantize = True  # our source may itself be quantized (the demo model)
+        rc = llama_cpp.llama_model_quantize(str(spec.source).encode(), str(dest).encode(),
+                                            params)
+        if rc != 0:
+            raise BuildFailed(f"llama_model_quantize returned {rc}")
+        notes = [f"llama_model_quantize from file type {source_type} to {target}"]
+        if source_type not in (0, 1, 32):  # F32, F16, BF16
+            notes.append("requantized from a quantized source: no quality above the source's")
+        return notes
+
+    def engine_args(self, n, plan, artifact):
+        c = n.choice
+        ctx = min(c.memory.max_context, MAX_CONTEXT)
+        return ({"model_path": str(Path(artifact) / MODEL_FILE), "n_ctx": ctx,
+                 "n_threads": int(c.replica_resources.get("CPU", 0)) or None,
+                 "n_gpu_layers": -1 if "GPU" in c.replica_resources else 0,
+                 "chat_template": get_model(plan.model).chat_template}, ctx)
+
+
+def gguf_file_type(path: str) -> int | None:
+    """general.file_type from a GGUF's metadata, read without loading the weights."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        value = llm.metadata.get("general.file_type")
+        return int(value) if value is not None else None
+    finally:
+        llm.close()
 
 
 class LlamaCppEngine(Engine):

@@ -1,11 +1,13 @@
-"""The event loop: arrivals are routed by a live routing policy; replicas wake when their
-phase ends. Deterministic for a given seed (ties break by event order)."""
+"""The simulator's event loop: arrivals are routed by a live routing policy; replicas wake
+when their phase ends. Deterministic for a given seed (ties break by event order). The
+simulated engines themselves are the replicas (replica.py), timed by the planner's model."""
 
 from __future__ import annotations
 
 import heapq
 from typing import Callable, Iterable
 
+from orchestrator.defaults import MAX_WAITING
 from orchestrator.planner.plan import Plan
 from orchestrator.router.context import RouteRequest, view_from_plan
 from orchestrator.router.policies import Policy
@@ -15,7 +17,7 @@ from orchestrator.sim.trace import TraceRequest
 
 
 def replicas_from_plan(plan: Plan, pools: Iterable[str] | None = None,
-                       max_waiting: int = 256) -> list[SimReplica]:
+                       max_waiting: int = MAX_WAITING) -> list[SimReplica]:
     wanted = set(pools) if pools is not None else None
     out = []
     for n in plan.pools():

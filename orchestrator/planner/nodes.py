@@ -1,4 +1,7 @@
-"""The planner's view of one node type's hardware, and of one replica's share of it."""
+"""The planner's view of a node type's hardware (``NodeHardware``, from a spec's node type)
+and of how one replica uses its share of it (``ReplicaLayout``: GPUs, parallelism, and the
+bandwidth and FLOP/s they give). Not to be confused with ``orchestrator.hardware``, which
+knows GPU models and discovers what a machine has."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from orchestrator.hardware.catalog import GB, GPUModel, get_gpu
 from orchestrator.models.precision import Precision
 
 # Tensor parallelism over PCIe pays for all-reduces that NVLink hides; no source here
-# measures it, so this is a stated assumption (docs/planning.md).
+# measures it, so this is a stated assumption (docs/sources.md: Decode and prefill).
 PCIE_TP_EFFICIENCY = 0.85
 
 
@@ -57,7 +60,8 @@ class ReplicaLayout:
 
     @property
     def active_gpus(self) -> int:
-        # A layer split runs one GPU at a time (FACTS.md); tensor parallel runs all at once.
+        # A layer split runs one GPU at a time, tensor parallelism all at once (llama.cpp's
+        # llama_split_mode; docs/sources.md: Which precision runs where).
         return self.size if self.parallelism == "tensor" else 1
 
     def bandwidth_bytes_s(self) -> float:

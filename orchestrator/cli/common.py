@@ -1,0 +1,64 @@
+"""What every command shares: the group, the console, and the one place where user errors
+become ClickException."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+import warnings
+
+import click
+from rich.console import Console
+
+from orchestrator.errors import Deprecated, OrchestratorError
+
+
+def console() -> Console:
+    # Piped output would otherwise wrap the plan table at 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def user_errors(fn):
+    """UserError (bad input) and OrchestratorError (a fault with a message made for the
+    operator) become one line and exit status 1, without a traceback. Old spellings in a
+    spec still work and say so on stderr."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Deprecated)
+            try:
+                return fn(*args, **kwargs)
+            except OrchestratorError as e:
+                raise click.ClickException(str(e)) from None
+            finally:
+                for w in {str(w.message): w for w in caught
+                          if issubclass(w.category, Deprecated)}:
+                    click.echo(f"warning: {w}", err=True)
+
+    return wrapper
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def quiet_if(flag: bool, status):
+    """`status` (a rich spinner), or nothing where the output is JSON for a script."""
+    return contextlib.nullcontext() if flag else status
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="orchestrator")
+def main():
+    """Serve one LLM from one OpenAI-compatible endpoint across unequal GPU machines.
+
+    Typical flow: `discover` each machine, write a cluster spec (see clusters/),
+    `plan` it, then `up` (or `build` and `up --address` on a cluster).
+    """
+
+
+def cluster_argument(fn):
+    return click.argument("cluster_path", metavar="CLUSTER.yaml",
+                          type=click.Path(dir_okay=False))(fn)

@@ -1,0 +1,70 @@
+"""Commands about this node: what GPUs it has and how it joins a Ray cluster."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli.common import console, echo_json, main, user_errors
+
+
+def _fixture_option(fn):
+    return click.option(
+        "--fixture", metavar="NAME|PATH",
+        help="Replay a recorded NVML device table instead of this machine's GPUs "
+             "(e.g. 2x3090-nvlink, 4xa100-sxm, 8xh100-sxm, mixed-pcie, no-driver).")(fn)
+
+
+def _inventory(fixture: str | None):
+    from orchestrator.hardware.discovery import discover
+
+    if fixture:
+        from orchestrator.hardware.fake_nvml import FakeNVML
+
+        return discover(FakeNVML.from_name(fixture))
+    return discover()
+
+
+@main.command()
+@_fixture_option
+@click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON.")
+@user_errors
+def discover(fixture, as_json):
+    """Show this node's GPUs (via NVML) and how they group into GPU groups.
+
+    GPUs joined by NVLink form one group; a model's remaining GPUs form a PCIe group.
+    Without an NVIDIA driver the inventory is CPU-only.
+    """
+    inv = _inventory(fixture)
+    if as_json:
+        echo_json(inv.model_dump())
+    else:
+        from orchestrator.views import inventory_view
+
+        console().print(inventory_view(inv))
+
+
+@main.command("node-resources")
+@_fixture_option
+@click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False),
+              help="Name each GPU group after the matching node type of this cluster spec.")
+@click.option("--node-type", help="Advertise this node as this node type (required on a "
+                                  "CPU-only node).")
+@click.option("--json", "as_json", is_flag=True, help="Print the flags as JSON.")
+@user_errors
+def node_resources_cmd(fixture, cluster_path, node_type, as_json):
+    """Print the `ray start` flags that make this node schedulable by GPU group.
+
+    Each GPU group becomes one unit of the custom resource gpu_group:<type>, because Ray's
+    own detection names consumer cards generically (an RTX 3090 is "G").
+    """
+    from orchestrator.config import load_cluster_spec
+    from orchestrator.hardware.resources import node_resources
+
+    spec = load_cluster_spec(cluster_path) if cluster_path else None
+    res = node_resources(_inventory(fixture), spec, node_type)
+    if as_json:
+        echo_json({**res.model_dump(), "ray_start_args": res.ray_start_args()})
+    else:
+        from orchestrator.views import resources_view
+
+        console().print(resources_view(res))

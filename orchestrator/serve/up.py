@@ -1,0 +1,139 @@
+"""`up` and `status` as functions: plan, start or join Ray, build, deploy and wait, or ask
+the running service. The CLI parses, calls one of these and prints what they return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.errors import UserError
+from orchestrator.serve import auth, lifecycle
+from orchestrator.serve.contract import app_args
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    address: str | None = None  # an existing Ray cluster; None: start a local one
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str | None = None
+    public_name: str | None = None
+    policy: str | None = None  # routing policy
+    simulated_engines: bool = False
+    timeout_s: float = 600.0
+    api_keys_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Served:
+    base: str  # http://host:port, reachable from this machine
+    model: str  # the public model name
+    replicas: dict[str, int]  # deployment -> live replicas
+    key: str | None  # the first API key, for a sample request
+    warnings: list[str] = field(default_factory=list)
+
+
+def endpoint(host: str, port: int) -> str:
+    return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+
+
+def bring_up(cluster_path: str | Path, opts: UpOptions,
+             step: Callable[[str], None] = lambda line: None) -> Served:
+    """Plan the spec, start a local Ray (or join `opts.address`), build what the backends
+    need, deploy, and wait until every pool has a loaded replica. `step` hears what is
+    happening, one line at a time."""
+    from orchestrator.build.runner import require_built, run_builds
+    from orchestrator.build.spec import build_specs, default_store
+    from orchestrator.planner.from_file import plan_file
+    from orchestrator.router.policies import make as make_policy
+    from orchestrator.serve import ray_local
+
+    if opts.policy:
+        make_policy(opts.policy)  # a bad name fails before anything starts
+    spec, plan = plan_file(cluster_path, model=opts.model)
+    keys = auth.load_keys(spec.serving.api_keys_env,
+                          opts.api_keys_file or spec.serving.api_keys_file)
+    warnings = []
+    if not keys and opts.host not in LOCAL_HOSTS:
+        warnings.append(f"{opts.host}:{opts.port} is reachable from other machines and no API "
+                        f"key is set (set {spec.serving.api_keys_env or 'serving.api_keys_file'})")
+    if not opts.address:
+        step(f"starting a local Ray cluster for {spec.name!r}")
+        ray_local.start_detached(ray_local.local_node(spec))
+    lifecycle.save_state({"address": opts.address, "started_ray": not opts.address,
+                          "host": opts.host, "port": opts.port, "cluster": str(cluster_path),
+                          # where the keys are, never the keys: `status` reads them again
+                          "api_keys_env": spec.serving.api_keys_env,
+                          "api_keys_file": opts.api_keys_file or spec.serving.api_keys_file})
+    ray_local.connect(opts.address)
+    artifacts = {}
+    if not opts.simulated_engines:
+        step("building artifacts (cached after the first time)...")
+        outcomes = run_builds(build_specs(plan, spec), default_store(spec))
+        require_built(outcomes)
+        artifacts = {o.node_type: o.path for o in outcomes}
+    args, policy_kwargs = app_args(
+        plan, spec, model_name=opts.public_name, artifacts=artifacts,
+        engine="simulated" if opts.simulated_engines else None, policy=opts.policy,
+        key_digests=[auth.digest(k) for k in keys])
+    step("deploying: each pool verifies its artifact and loads its engine...")
+    lifecycle.deploy(args, policy_kwargs, opts.host, opts.port)
+    base = endpoint(opts.host, opts.port)
+    try:
+        health = lifecycle.wait_ready(base, opts.timeout_s, lambda b: step(loading_line(b)),
+                                      key=keys[0] if keys else None,
+                                      serve_status_fn=lifecycle.serve_status)
+    except lifecycle.PoolFailed as e:
+        raise UserError(f"{e}. Pools that loaded keep serving: `orchestrator status` "
+                        "shows them, `orchestrator down` stops the service") from None
+    return Served(base, args.public_name, health["replicas"], keys[0] if keys else None,
+                  warnings)
+
+
+def loading_line(health) -> str:
+    if not isinstance(health, dict) or "pools" not in health:
+        return "waiting for the endpoint..."
+    return "pools: " + ", ".join(f"{dep} {p.get('state', '?')}"
+                                 for dep, p in health["pools"].items())
+
+
+@dataclass(frozen=True)
+class Status:
+    serve: dict  # Serve's own view: application and deployment states
+    endpoint: str
+    live: dict  # the endpoint's /status, or {"error": ...}
+    code: int  # its HTTP status (0: unreachable)
+
+
+def service_status(address: str | None, url: str | None, api_key: str | None) -> Status:
+    """What Serve and the running endpoint say about the service `up` started."""
+    state = lifecycle.load_state()
+    if not api_key:
+        keys = auth.load_keys(state.get("api_keys_env"), state.get("api_keys_file"))
+        api_key = keys[0] if keys else None
+    connect_or_explain(address or state.get("address"))
+    serve_st = lifecycle.serve_status()
+    base = url or endpoint(state.get("host", "127.0.0.1"), state.get("port", 8000))
+    try:
+        code, live = lifecycle.http_get(f"{base}/status", key=api_key)
+    except OSError as e:
+        code, live = 0, {"error": str(e)}
+    return Status(serve_st, base, live if code == 200 else {"error": live}, code)
+
+
+def connect_or_explain(address: str | None) -> None:
+    from orchestrator.serve import ray_local
+
+    try:
+        ray_local.connect(address)
+    except Exception as e:
+        raise UserError(f"no Ray cluster to ask ({e}); start one with `orchestrator up`") \
+            from None
+
+
+def scale(pool: str, replicas: str, address: str | None) -> str:
+    connect_or_explain(address or lifecycle.load_state().get("address"))
+    return lifecycle.scale_pool(pool, replicas)
