@@ -1,5 +1,6 @@
 """Backends, one module each, in one registry. A new backend is a new module here with a
-`Backend` subclass (backends/base.py says what it holds) and one line below."""
+`Backend` subclass (backends/base.py says what it holds), imported below and added to the
+tuple that makes BACKENDS."""
 
 from __future__ import annotations
 
@@ -29,4 +30,6 @@ def serving_backend(engine: str, time_scale: float = 1.0) -> Backend:
     """What a pool runs: its planned backend, or the simulated engine in its place."""
     if engine == Simulated.id:
         return Simulated(time_scale)
-    return get_backend(engine)
+    if engine not in BACKENDS:
+        raise UnknownNameError("engine", engine, [*BACKENDS, Simulated.id])
+    return BACKENDS[engine]

@@ -201,6 +201,14 @@ class LlamaCppEngine(Engine):
                 self.running, self.running_left = rid, req.max_tokens
                 self.running_context = n_prompt
             self.progress.mark()
+
+            def idle():  # idempotent: this one worker thread runs one request at a time
+                with self.lock:
+                    self.running = None
+                    self.running_left = self.running_context = 0
+                    self.cancelled.discard(rid)
+                self.progress.mark()
+
             try:
                 seed = None if req.seed is None else req.seed & SEED_MASK
                 stream = self.llm.create_completion(
@@ -222,16 +230,14 @@ class LlamaCppEngine(Engine):
                             self.running_context += 1
                     if text or finish:
                         emit(Chunk(text, n, n_prompt, finish))
+                idle()  # before the stream ends: its client then sees the engine free
                 emit(_DONE)
             except Exception as e:  # handed to the caller's coroutine, never lost
                 log.error("llama.cpp failed on %s: %r", rid, e)
+                idle()
                 emit(EngineFault(f"llama.cpp failed: {type(e).__name__}"))
             finally:
-                with self.lock:
-                    self.running = None
-                    self.running_left = self.running_context = 0
-                    self.cancelled.discard(rid)
-                self.progress.mark()
+                idle()
 
         future = loop.run_in_executor(self.pool, work)
         try:

@@ -1,1 +1,2 @@
-"""Per-node-type engine artifacts: build specs from the plan, builders, the artifact store."""
+"""Per-node-type engine artifacts: build specs from the plan, Ray build tasks (each runs
+its backend's `build`, backends/<id>.py), the content-addressed artifact store."""

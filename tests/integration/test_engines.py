@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orchestrator.engines import registry
+from orchestrator.backends import serving_backend
 from orchestrator.engines.base import GenerateRequest
 from orchestrator.errors import UnknownNameError
 from tests.isolated import IsolatedError, run_isolated
@@ -19,8 +19,9 @@ from tests.isolated import IsolatedError, run_isolated
 def _engine(model_path):
     from orchestrator.models.catalog import get_model
 
-    eng = registry.make("llamacpp", model_path=model_path, n_ctx=1024, n_threads=1,
-                        chat_template=get_model("gemma-3-270m").chat_template)
+    eng = serving_backend("llamacpp").make_engine(
+        model_path=model_path, n_ctx=1024, n_threads=1,
+        chat_template=get_model("gemma-3-270m").chat_template)
     asyncio.run(eng.start())
     return eng
 
@@ -124,7 +125,7 @@ def wedged_worker_fails_health(model_path):
 
 
 def corrupt_model_fails_to_load(path):
-    eng = registry.make("llamacpp", model_path=path, n_ctx=256)
+    eng = serving_backend("llamacpp").make_engine(model_path=path, n_ctx=256)
     asyncio.run(eng.start())
 
 
@@ -175,7 +176,7 @@ def test_simulated_engine_follows_the_timing_model():
 
     plan = plan_cluster(load_cluster_spec(CLUSTERS / "mixed.yaml"))
     speeds = plan.node_types[1].choice.speed_model.speeds()
-    eng = registry.make("simulated", speeds=speeds, time_scale=0.1)
+    eng = serving_backend("simulated").make_engine(speeds=speeds, time_scale=0.1)
     asyncio.run(eng.start())
     t0 = time.perf_counter()
     chunks = _collect(eng, GenerateRequest("s", prompt="x" * 4000, max_tokens=11))
@@ -187,7 +188,7 @@ def test_simulated_engine_follows_the_timing_model():
 
 def test_unknown_engine():
     with pytest.raises(UnknownNameError, match="llamacpp, simulated, trtllm, vllm"):
-        registry.make("exllama")
+        serving_backend("exllama").make_engine()
 
 
 def test_vllm_missing_extra_named_at_start():
@@ -198,6 +199,6 @@ def test_vllm_missing_extra_named_at_start():
         pass
     from orchestrator.errors import MissingExtraError
 
-    eng = registry.make("vllm", model="/nonexistent")
+    eng = serving_backend("vllm").make_engine(model="/nonexistent")
     with pytest.raises(MissingExtraError, match=r"orchestrator\[vllm\]"):
         asyncio.run(eng.start())
