@@ -211,9 +211,10 @@ SOURCE_KINDS = ("gguf", "hf", "awq", "gptq", "imatrix")
 
 class ArtifactsSpec(_Spec):
     store: str | None = Field(
-        None, description="artifact store directory, shared by every node that builds or "
-                          "serves (default: $ORCHESTRATOR_STORE or ~/.cache/orchestrator/"
-                          "artifacts)")
+        None, description="a store directory that every node really mounts; unset: each "
+                          "node keeps its own ($ORCHESTRATOR_STORE or ~/.cache/orchestrator/"
+                          "artifacts) and artifacts move between nodes through Ray "
+                          "(docs/builds.md)")
     sources: dict[str, str] = Field(
         default_factory=dict,
         description="where the model's checkpoints are: gguf (a GGUF file to quantize "

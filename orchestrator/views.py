@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time as _time
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.backends import BACKENDS
 from orchestrator.defaults import gpu_group_resource
 from orchestrator.hardware.catalog import GB, GIB
 from orchestrator.hardware.discovery import Inventory
 from orchestrator.hardware.resources import NodeResources
-from orchestrator.backends import BACKENDS
 from orchestrator.planner.plan import NodePlan, Plan
 
 
@@ -206,13 +208,40 @@ def build_outcomes_view(outcomes) -> Group:
     return Group(t)
 
 
+def TransferColumns():
+    """Bar, bytes and MB/s for the tasks that move bytes (`transfer=True`); nothing for the
+    others on the same display."""
+    from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
+
+    def only_transfers(column):
+        class Only(column):
+            def render(self, task):
+                return super().render(task) if task.fields.get("transfer") else Text("")
+        return Only()
+
+    return [only_transfers(BarColumn), only_transfers(DownloadColumn),
+            only_transfers(TransferSpeedColumn)]
+
+
+def transfers_view(transfers) -> Group:
+    """Which node got its node type's artifact from which peer, and how fast."""
+    t = Table(title="Artifacts on every node (pulled from a peer through Ray)")
+    for c in ("node type", "node", "result", "from", "MB", "seconds", "MB/s"):
+        t.add_column(c, overflow="fold")
+    for x in transfers:
+        result = (Text("had it", style="green") if x.ok and not x.source
+                  else Text("pulled", style="green") if x.ok
+                  else Text(f"failed: {x.error}", style="red"))
+        t.add_row(x.node_type, x.node_id[:12], result, x.source[:12] or "-",
+                  f"{x.bytes / 1e6:.1f}", f"{x.seconds:.2f}", f"{x.mb_per_s:.1f}")
+    return Group(t)
+
+
 def artifacts_view(store, items) -> Group:
     t = Table(title=f"Artifacts in {store.root}")
     for c in ("key", "node type", "model", "precision", "backend", "version", "arch",
               "size", "built"):
         t.add_column(c, overflow="fold")
-    import time as _time
-
     for m in items:
         size = sum(f.bytes for f in m.files.values())
         t.add_row(m.key, m.node_type, m.model, m.precision, m.backend, m.backend_version,
@@ -259,6 +288,11 @@ def status_view(serve_st: dict, base: str, pools: dict, autoscaling: dict | None
         why = p.get("reason") or p.get("last_failure")
         if why:
             failures.append(f"{name}: {why}")
+        lost = p.get("last_lost")
+        if lost:
+            ago = max(0, int(_time.time() - lost["at"]))
+            failures.append(f"{name}: lost replica {lost['replica'][:8]} {ago} s ago: "
+                            f"{lost['why']}")
     parts.append(t)
     for line in failures:  # the reason in full: a table cell would fold it out of sight
         parts.append(Text(f"{line}", style="red"))

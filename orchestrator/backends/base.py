@@ -147,9 +147,13 @@ class Backend:
         raise NotImplementedError
 
     # -- serve ---------------------------------------------------------------------------
-    def engine_args(self, n: NodePlan, plan: Plan, artifact: Path) -> tuple[dict, int]:
-        """The engine's constructor arguments, read from the artifact, and the context
-        one replica serves."""
+    def serving_context(self, n: NodePlan) -> int:
+        """Tokens one sequence may hold on a replica of this pool."""
+        return n.choice.memory.max_context
+
+    def engine_args(self, n: NodePlan, model: str, artifact: Path | None) -> dict:
+        """The engine's constructor arguments, read from the artifact. Runs in the replica,
+        on its node, once the artifact is there."""
         raise NotImplementedError
 
     def placement(self, n: NodePlan) -> tuple[dict, list[dict]]:

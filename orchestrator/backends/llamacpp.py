@@ -99,13 +99,15 @@ class LlamaCpp(Backend):
             notes.append("requantized from a quantized source: no quality above the source's")
         return notes
 
-    def engine_args(self, n, plan, artifact):
+    def serving_context(self, n):
+        return min(n.choice.memory.max_context, MAX_CONTEXT)
+
+    def engine_args(self, n, model, artifact):
         c = n.choice
-        ctx = min(c.memory.max_context, MAX_CONTEXT)
-        return ({"model_path": str(Path(artifact) / MODEL_FILE), "n_ctx": ctx,
-                 "n_threads": int(c.replica_resources.get("CPU", 0)) or None,
-                 "n_gpu_layers": -1 if "GPU" in c.replica_resources else 0,
-                 "chat_template": get_model(plan.model).chat_template}, ctx)
+        return {"model_path": str(Path(artifact) / MODEL_FILE), "n_ctx": self.serving_context(n),
+                "n_threads": int(c.replica_resources.get("CPU", 0)) or None,
+                "n_gpu_layers": -1 if "GPU" in c.replica_resources else 0,
+                "chat_template": get_model(model).chat_template}
 
 
 def gguf_file_type(path: str) -> int | None:

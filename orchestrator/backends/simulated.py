@@ -14,13 +14,12 @@ class Simulated(Backend):
     def __init__(self, time_scale: float = 1.0):
         self.time_scale = time_scale
 
-    def engine_args(self, n, plan, artifact):
+    def engine_args(self, n, model, artifact):
         from orchestrator.backends import get_backend
 
         c = n.choice
-        return ({"speeds": c.speed_model.speeds(), "kv_capacity_tokens": c.memory.kv_tokens,
-                 "max_batch": get_backend(c.backend).max_batch,
-                 "time_scale": self.time_scale}, c.memory.max_context)
+        return {"speeds": c.speed_model.speeds(), "kv_capacity_tokens": c.memory.kv_tokens,
+                "max_batch": get_backend(c.backend).max_batch, "time_scale": self.time_scale}
 
     def placement(self, n):
         # a timing model holds no device; the group resource still pins it to its node type

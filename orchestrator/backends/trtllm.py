@@ -108,10 +108,8 @@ class Trtllm(Backend):
             llm.shutdown()
         return ["engine path: tensorrt_llm._tensorrt_engine.LLM with BuildConfig"]
 
-    def engine_args(self, n, plan, artifact):
-        return ({"artifact_dir": str(artifact),
-                 "tensor_parallel_size": n.choice.gpus_per_replica},
-                n.choice.memory.max_context)
+    def engine_args(self, n, model, artifact):
+        return {"artifact_dir": str(artifact), "tensor_parallel_size": n.choice.gpus_per_replica}
 
 
 class TrtllmEngine(Engine):

@@ -78,16 +78,16 @@ class Vllm(Backend):
         write_json(out / RECORD, {"model": model, "tensor_parallel_size": spec.tp, **params})
         return notes
 
-    def engine_args(self, n, plan, artifact):
+    def engine_args(self, n, model, artifact):
+        # max_model_len is the plan's max_context (build_params), so serving_context holds
         rec = json.loads((Path(artifact) / RECORD).read_text())
-        ctx = min(n.choice.memory.max_context, rec.get("max_model_len") or 1 << 30)
-        return ({"model": str(Path(artifact) / rec["model"]),  # absolute stays absolute
-                 "tensor_parallel_size": rec["tensor_parallel_size"],
-                 "dtype": rec["dtype"], "quantization": rec.get("quantization"),
-                 "max_model_len": rec.get("max_model_len"),
-                 "enforce_eager": rec.get("enforce_eager", False),
-                 "cpu_kv_space_gib": rec.get("cpu_kv_space_gib"),
-                 "chat_template": get_model(plan.model).chat_template}, ctx)
+        return {"model": str(Path(artifact) / rec["model"]),  # absolute stays absolute
+                "tensor_parallel_size": rec["tensor_parallel_size"],
+                "dtype": rec["dtype"], "quantization": rec.get("quantization"),
+                "max_model_len": rec.get("max_model_len"),
+                "enforce_eager": rec.get("enforce_eager", False),
+                "cpu_kv_space_gib": rec.get("cpu_kv_space_gib"),
+                "chat_template": get_model(model).chat_template}
 
     def placement(self, n):
         actor, bundles = super().placement(n)

@@ -15,7 +15,7 @@ from orchestrator import __version__
 from orchestrator.backends import BuildSpec, get_backend
 from orchestrator.errors import BuildFailed
 from orchestrator.build.store import (ArtifactStore, FileEntry, Manifest, build_key,
-                                      sha256_file, source_digest)
+                                      default_store, sha256_file, source_digest)
 
 
 class BuildOutcome(BaseModel):
@@ -48,10 +48,23 @@ def inputs_of(spec: BuildSpec, backend_version: str, digest: str) -> dict:
             "params": spec.params}
 
 
-def execute(spec: BuildSpec, store_root: str, force: bool = False) -> BuildOutcome:
-    """Build one node type's artifact here (inside its Ray task), or find it cached."""
+def _announce(key: str) -> None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            from orchestrator.build.transfer import announce
+
+            announce(key)
+    except Exception:  # a build outside Ray (a test, a GPU check) has no peers to tell
+        pass
+
+
+def execute(spec: BuildSpec, store_root: str | None, force: bool = False) -> BuildOutcome:
+    """Build one node type's artifact here (inside its Ray task), or find it cached. The
+    store is `store_root` where every node shares one, else this node's own."""
     t0 = time.perf_counter()
-    store = ArtifactStore(store_root)
+    store = ArtifactStore(store_root or default_store())
     builder = get_backend(spec.backend)
     version = builder.version()
     digest = source_digest(spec.source, store.root / ".cache") if spec.source else "none"
@@ -59,6 +72,7 @@ def execute(spec: BuildSpec, store_root: str, force: bool = False) -> BuildOutco
     key = build_key(inputs)
     where = dict(node_id=_node_id(), host=socket.gethostname())
     if store.has(key) and not force:
+        _announce(key)
         return BuildOutcome(node_type=spec.node_type, ok=True, cached=True, key=key,
                             path=str(store.path(key)), seconds=time.perf_counter() - t0,
                             **where)
@@ -82,20 +96,32 @@ def execute(spec: BuildSpec, store_root: str, force: bool = False) -> BuildOutco
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _announce(key)
     return BuildOutcome(node_type=spec.node_type, ok=True, key=key, path=str(path),
                         seconds=time.perf_counter() - t0, **where)
 
 
-def run_builds(specs: list[BuildSpec], store_root: str | Path, *, force: bool = False,
+def build_node(resource: str) -> str | None:
+    """A live node that advertises `resource` (a node type's gpu_group)."""
+    import ray
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes()
+                   if n.get("Alive") and n["Resources"].get(resource, 0) >= 1)
+    return nodes[0] if nodes else None
+
+
+def run_builds(specs: list[BuildSpec], store_root: str | Path | None, *, force: bool = False,
                on_update: Callable[[BuildOutcome], None] = lambda o: None) -> list[BuildOutcome]:
     """Submit every build as a Ray task on its node type (Ray must be initialized)."""
     import ray
 
-    available = ray.cluster_resources()
+    from orchestrator.build.transfer import on_node
+
     task = ray.remote(execute)
     pending, outcomes = {}, {}
     for spec in specs:
-        if available.get(spec.resource, 0) < 1:
+        node = build_node(spec.resource)
+        if node is None:
             outcomes[spec.node_type] = BuildOutcome(
                 node_type=spec.node_type, ok=False,
                 error=f"no node advertises {spec.resource}: on a node of this type run "
@@ -103,9 +129,11 @@ def run_builds(specs: list[BuildSpec], store_root: str | Path, *, force: bool = 
                       f"its flags")
             on_update(outcomes[spec.node_type])
             continue
-        ref = task.options(resources={spec.resource: 1}, num_gpus=spec.gpus, num_cpus=1,
-                           name=f"build:{spec.node_type}", max_retries=0).remote(
-            spec, str(store_root), force)
+        # Pinned to a node of the type, holding neither its gpu_group unit nor a CPU: a
+        # serving pool's placement groups hold those, and a re-plan builds beside them.
+        ref = task.options(**{**on_node(node), "num_gpus": spec.gpus, "num_cpus": 0,
+                              "max_retries": 0, "name": f"build:{spec.node_type}"}).remote(
+            spec, str(store_root) if store_root else None, force)
         pending[ref] = spec
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -122,6 +150,15 @@ def run_builds(specs: list[BuildSpec], store_root: str | Path, *, force: bool = 
     return [outcomes[s.node_type] for s in specs]
 
 
+def require_transferred(transfers: list["Transfer"]) -> None:
+    failed = [t for t in transfers if not t.ok]
+    if failed:
+        raise BuildFailed(f"{len(failed)} of {len(transfers)} nodes did not get their "
+                          "artifact (their replicas pull it again when they start): "
+                          + "; ".join(f"{t.node_type} on {t.node_id[:8]}: {t.error}"
+                                      for t in failed))
+
+
 def require_built(outcomes: list[BuildOutcome]) -> None:
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -129,12 +166,85 @@ def require_built(outcomes: list[BuildOutcome]) -> None:
                           + "; ".join(f"{o.node_type}: {o.error}" for o in failed))
 
 
-def build_on(spec, address: str | None, specs: list[BuildSpec], store_root: str | Path, *,
-             force: bool = False,
-             on_update: Callable[[BuildOutcome], None] = lambda o: None) -> list[BuildOutcome]:
+def build_on(spec, address: str | None, specs: list[BuildSpec], store_root: str | Path | None,
+             *, force: bool = False,
+             on_update: Callable[[BuildOutcome], None] = lambda o: None,
+             on_progress: Callable[[str, str, int, int], None] = lambda *a: None,
+             ) -> tuple[list[BuildOutcome], list[Transfer]]:
     """`run_builds` on the Ray cluster at `address`, or on a local one standing in for
-    `spec` for as long as this takes (serve/ray_local.py)."""
+    `spec` for as long as this takes (serve/ray_local.py); then every other node of each
+    node type gets the artifact (`distribute`)."""
     from orchestrator.serve.ray_local import join_or_start
 
     join_or_start(spec, address)
-    return run_builds(specs, store_root, force=force, on_update=on_update)
+    outcomes = run_builds(specs, store_root, force=force, on_update=on_update)
+    return outcomes, distribute(specs, outcomes, store_root, on_progress)
+
+
+class Transfer(BaseModel):
+    """One node's copy of its node type's artifact: pulled from a peer, or already there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_type: str
+    node_id: str
+    ok: bool
+    source: str = ""  # the peer it came from; "" where the node had it
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+def _pull_here(key: str, root: str | None):
+    from orchestrator.build.transfer import Pulled, pull_steps
+
+    for step in pull_steps(key, root):
+        yield step if isinstance(step, Pulled) else tuple(step)
+
+
+def distribute(specs: list[BuildSpec], outcomes: list[BuildOutcome],
+               store_root: str | Path | None,
+               on_progress: Callable[[str, str, int, int], None] = lambda *a: None
+               ) -> list[Transfer]:
+    """Every other live node of each built node type pulls the artifact from a peer, all
+    at once (a shared store needs none of this). on_progress(node type, node id, bytes
+    done, bytes in all) as the chunks arrive."""
+    import ray
+
+    from orchestrator.build.transfer import Pulled, on_node
+
+    if store_root:
+        return []
+    built = {o.node_type: o for o in outcomes if o.ok}
+    task = ray.remote(_pull_here)
+    running = []
+    for spec in specs:
+        o = built.get(spec.node_type)
+        if o is None:
+            continue
+        for n in ray.nodes():
+            if (n.get("Alive") and n["Resources"].get(spec.resource, 0) > 0
+                    and n["NodeID"] != o.node_id):
+                gen = task.options(**on_node(n["NodeID"]), num_returns="streaming").remote(
+                    o.key, None)
+                running.append((spec.node_type, n["NodeID"], gen))
+    out = []
+    for node_type, node, gen in running:
+        try:
+            for ref in gen:
+                step = ray.get(ref)
+                if isinstance(step, Pulled):
+                    out.append(Transfer(node_type=node_type, node_id=node, ok=True,
+                                        source=step.source, bytes=step.bytes,
+                                        seconds=step.seconds))
+                else:
+                    on_progress(node_type, node, *step)
+        except Exception as e:  # one node failing loses no other; its replica pulls again
+            cause = getattr(e, "cause", None) or e
+            out.append(Transfer(node_type=node_type, node_id=node, ok=False,
+                                error=f"{type(cause).__name__}: {cause}"))
+    return out

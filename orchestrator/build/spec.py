@@ -4,24 +4,30 @@ the backend says which checkpoint it starts from and with which parameters
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from orchestrator.backends import BuildSpec, get_backend
+from orchestrator.build.store import default_store as node_store
 from orchestrator.config import ClusterSpec
 from orchestrator.errors import UserError
 from orchestrator.hardware.catalog import get_gpu
 from orchestrator.models.catalog import get_model
 from orchestrator.planner.plan import NodePlan, Plan
 
-__all__ = ["BuildSpec", "build_specs", "default_store", "resolve_source", "specs_for_file"]
+__all__ = ["BuildSpec", "build_specs", "default_store", "resolve_source", "shared_store",
+           "specs_for_file"]
+
+
+def shared_store(spec: ClusterSpec) -> str | None:
+    """The store every node mounts, where the spec names one; None: each node keeps its
+    own (build/store.default_store) and artifacts move between nodes through Ray."""
+    return str(Path(spec.artifacts.store).expanduser()) if spec.artifacts.store else None
 
 
 def default_store(spec: ClusterSpec | None = None) -> Path:
-    if spec is not None and spec.artifacts.store:
-        return Path(spec.artifacts.store).expanduser()
-    env = os.environ.get("ORCHESTRATOR_STORE")
-    return Path(env).expanduser() if env else Path.home() / ".cache/orchestrator/artifacts"
+    """Where this machine's artifacts are: the spec's shared store, or this node's own."""
+    shared = shared_store(spec) if spec is not None else None
+    return Path(shared) if shared else node_store()
 
 
 def resolve_source(spec: ClusterSpec, kind: str, model_id: str) -> str | None:

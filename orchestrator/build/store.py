@@ -25,6 +25,12 @@ MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 
 
+def default_store() -> Path:
+    """This node's own store: $ORCHESTRATOR_STORE, else ~/.cache/orchestrator/artifacts."""
+    env = os.environ.get("ORCHESTRATOR_STORE")
+    return Path(env).expanduser() if env else Path.home() / ".cache/orchestrator/artifacts"
+
+
 class ArtifactError(OrchestratorError):
     """An artifact that is missing, corrupted, or made for other hardware or software."""
 

@@ -37,26 +37,41 @@ def build(cluster_path, model, only, force, dry_run, address, as_json):
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from orchestrator.build.runner import build_on, require_built
+    from orchestrator.build.runner import build_on, require_built, require_transferred
+    from orchestrator.build.spec import shared_store
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  disable=as_json, transient=False) as progress:
-        tasks = {s.node_type: progress.add_task(f"{s.node_type}: {s.describe()}", total=1)
+    from orchestrator.views import TransferColumns
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), *TransferColumns(),
+                  TimeElapsedColumn(), disable=as_json, transient=False) as progress:
+        tasks = {s.node_type: progress.add_task(f"{s.node_type}: {s.describe()}", total=None)
                  for s in specs}
+        pulls: dict[str, int] = {}
 
         def update(o):
             state = ("cached" if o.cached else "built") if o.ok else "FAILED"
-            progress.update(tasks[o.node_type], completed=1,
+            progress.update(tasks[o.node_type], total=1, completed=1,
                             description=f"{o.node_type}: {state}")
 
-        outcomes = build_on(spec, address, specs, store, force=force, on_update=update)
+        def moved(node_type, node, done, total):
+            if node not in pulls:
+                pulls[node] = progress.add_task(f"{node_type}: to node {node[:8]}",
+                                                total=total, transfer=True)
+            progress.update(pulls[node], completed=done)
+
+        outcomes, transfers = build_on(spec, address, specs, shared_store(spec), force=force,
+                                       on_update=update, on_progress=moved)
     if as_json:
-        echo_json({"store": str(store), "outcomes": [o.model_dump() for o in outcomes]})
+        echo_json({"store": str(store), "outcomes": [o.model_dump() for o in outcomes],
+                   "transfers": [t.model_dump() for t in transfers]})
     else:
-        from orchestrator.views import build_outcomes_view
+        from orchestrator.views import build_outcomes_view, transfers_view
 
         console().print(build_outcomes_view(outcomes))
+        if transfers:
+            console().print(transfers_view(transfers))
     require_built(outcomes)
+    require_transferred(transfers)
 
 
 @main.group()

@@ -26,13 +26,19 @@ def user_errors(fn):
     spec still work and say so on stderr."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with warnings.catch_warnings(record=True) as caught:
+        # With --json, stdout carries the JSON alone: whatever else writes there meanwhile
+        # (Ray's driver prints its raylets' messages) goes to stderr
+        quiet = contextlib.redirect_stdout(sys.stderr) if kwargs.get("as_json") \
+            else contextlib.nullcontext()
+        _json_out.append(sys.stdout)
+        with warnings.catch_warnings(record=True) as caught, quiet:
             warnings.simplefilter("always", Deprecated)
             try:
                 return fn(*args, **kwargs)
             except OrchestratorError as e:
                 raise click.ClickException(str(e)) from None
             finally:
+                _json_out.pop()
                 for w in {str(w.message): w for w in caught
                           if issubclass(w.category, Deprecated)}:
                     click.echo(f"warning: {w}", err=True)
@@ -40,8 +46,12 @@ def user_errors(fn):
     return wrapper
 
 
+_json_out: list = []  # the command's own stdout, while --json sends the rest to stderr
+
+
 def echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    click.echo(json.dumps(data, indent=2, sort_keys=False),
+               file=_json_out[-1] if _json_out else None)
 
 
 def quiet_if(flag: bool, status):

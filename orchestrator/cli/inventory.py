@@ -50,8 +50,12 @@ def discover(fixture, as_json):
 @click.option("--node-type", help="Advertise this node as this node type (required on a "
                                   "CPU-only node).")
 @click.option("--json", "as_json", is_flag=True, help="Print the flags as JSON.")
+@click.option("--shell", "as_shell", is_flag=True,
+              help="Print only the flags, shell-quoted on one line, for "
+                   "eval \"ray start --address=HEAD_IP:6379 $(orchestrator node-resources ... "
+                   "--shell)\".")
 @user_errors
-def node_resources_cmd(fixture, cluster_path, node_type, as_json):
+def node_resources_cmd(fixture, cluster_path, node_type, as_json, as_shell):
     """Print the `ray start` flags that make this node schedulable by GPU group.
 
     Each GPU group becomes one unit of the custom resource gpu_group:<type>, because Ray's
@@ -62,6 +66,11 @@ def node_resources_cmd(fixture, cluster_path, node_type, as_json):
 
     spec = load_cluster_spec(cluster_path) if cluster_path else None
     res = node_resources(_inventory(fixture), spec, node_type)
+    if as_shell:
+        import shlex
+
+        click.echo(shlex.join(res.ray_start_args()))
+        return
     if as_json:
         echo_json({**res.model_dump(), "ray_start_args": res.ray_start_args()})
     else:

@@ -46,13 +46,14 @@ def build_app(args: AppArgs):
         artifact = None if engine == "simulated" else args.artifacts.get(n.node_type)
         if artifact is None and engine != "simulated":
             raise ValueError(f"{n.node_type}: no built artifact; run orchestrator build")
-        engine_args, ctx = runs.engine_args(n, plan, artifact)
+        ctx = runs.serving_context(n)
         ctx = min(ctx, serving.max_context) if serving.max_context else ctx
         dep = deployment_name(n.node_type)
         actor, bundles = runs.placement(n)
         config = PoolConfig(pool=n.node_type, precision=c.precision, backend=c.backend,
-                            engine=engine, engine_args=engine_args, max_context=ctx,
-                            stall_s=serving.engine_stall_s, artifact=artifact)
+                            engine=engine, node_plan=n, model=plan.model, max_context=ctx,
+                            stall_s=serving.engine_stall_s, artifact=artifact,
+                            store=args.store, time_scale=args.time_scale)
         if args.scaling is not None:
             bounds = args.scaling.get(dep) or {"min_replicas": n.replicas,
                                                "max_replicas": n.replicas,

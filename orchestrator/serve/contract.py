@@ -41,9 +41,11 @@ class AppArgs(BaseModel):
     plan: Plan = Field(description="the plan, compacted (no explanations)")
     model_name: str | None = Field(None, description="public model name; default the plan's")
     artifacts: dict[str, str] = Field(
-        default_factory=dict, description="node type -> artifact directory; empty: the "
-                                          "newest matching artifact in `store`")
-    store: str | None = Field(None, description="artifact store to pick artifacts from")
+        default_factory=dict, description="node type -> artifact key in each node's store "
+                                          "(or an artifact directory); empty: the newest "
+                                          "matching artifact in `store`")
+    store: str | None = Field(None, description="the store every node mounts; None: each "
+                                                "node's own, filled from peers through Ray")
     engine: str | None = Field(None, description="'simulated' replaces every engine by the "
                                                  "timing model")
     policy: str | None = Field(None, description="routing policy; default slo_aware")
@@ -73,16 +75,20 @@ class AppArgs(BaseModel):
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """One pool deployment's constructor argument."""
+    """One pool deployment's constructor argument. Engine arguments are made in the
+    replica, from its node's copy of the artifact."""
 
     pool: str  # node type
     precision: str
     backend: str  # the plan's
     engine: str  # what runs: the backend, or "simulated"
-    engine_args: dict
+    node_plan: NodePlan
+    model: str
     max_context: int
     stall_s: float
-    artifact: str | None  # a real engine checks its artifact before it loads it
+    artifact: str | None  # a key in the node's store, or a directory; None: simulated
+    store: str | None = None  # a shared store; None: the node's own
+    time_scale: float = 1.0  # the simulated engine's
 
 
 @dataclass(frozen=True)

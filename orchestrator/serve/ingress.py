@@ -28,6 +28,7 @@ from orchestrator.serve import loads
 from orchestrator.serve import openai_api as oa
 from orchestrator.serve.auth import allowed, bearer
 from orchestrator.serve.contract import IngressConfig, PoolRequest
+from orchestrator.serve.losses import Losses
 from orchestrator.serve.dispatch import Dispatcher, Started, StreamTimeout
 from orchestrator.serve.metrics import make_metrics
 from orchestrator.serve.openai_api import ApiError
@@ -68,6 +69,13 @@ def _autoscaling_decisions() -> Optional[dict]:
         return None
 
 
+def _alive_nodes() -> Optional[set[str]]:
+    try:
+        return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    except Exception:  # the GCS briefly out of reach: say nothing rather than guess
+        return None
+
+
 def _usage(last) -> dict:
     p = last.prompt_tokens if last else 0
     c = last.completion_tokens if last else 0
@@ -100,6 +108,7 @@ class Ingress:
         self.default_max_tokens = config.default_max_tokens
         self.app_name = serve.get_replica_context().app_name
         self.loads_at, self.loads_cache = -LOADS_TTL_S, {}
+        self.losses = Losses()
 
     def _send(self, dep: str, req: PoolRequest):
         return self.handles[dep].generate.remote(req)
@@ -119,8 +128,11 @@ class Ingress:
         if now - self.loads_at >= LOADS_TTL_S:  # the records come from Ray's GCS
             self.loads_cache = {dep: loads.records(self.app_name, dep) for dep in self.pools}
             self.loads_at = now
+            self.losses.update({dep: registry().get(dep, {}) for dep in self.pools},
+                               _alive_nodes())
         live = self.d.live_counts()
-        return {dep: {"replicas": live[dep], **loads.summary(self.loads_cache[dep], live[dep])}
+        return {dep: {"replicas": live[dep], **loads.summary(self.loads_cache[dep], live[dep]),
+                      **({"last_lost": lost} if (lost := self.losses.of(dep)) else {})}
                 for dep in self.pools}
 
     def _model(self, model: str) -> Optional[str]:

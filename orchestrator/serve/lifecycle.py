@@ -77,30 +77,32 @@ def failed_pools(health: object, serve_st: dict | None = None) -> dict[str, str]
 
 def wait_ready(base_url: str, timeout_s: float, on_wait=lambda body: None,
                key: str | None = None, serve_status_fn=None) -> dict:
-    """Until every pool has a loaded replica (/health says ok); PoolFailed as soon as one
-    pool has failed to load, naming it and the reason."""
+    """Until every pool has a loaded replica (/health says ok) and, where Serve's status is
+    at hand, the application has finished deploying (an update rolls its changed pools
+    over while /health is already ok); PoolFailed as soon as one pool has failed to load,
+    naming it and the reason."""
     deadline = time.monotonic() + timeout_s
     last: object = None
     while time.monotonic() < deadline:
         try:
             status, body = http_get(f"{base_url}/health", key=key)
-            if status == 200 and isinstance(body, dict) and body.get("status") == "ok":
-                # every pool is up, not just one
-                return body
+            healthy = status == 200 and isinstance(body, dict) and body.get("status") == "ok"
             last = body
         except OSError as e:
-            last, body = str(e), None
+            last, body, healthy = str(e), None, False
         st = None
         if serve_status_fn is not None:
             try:
                 st = serve_status_fn()
             except Exception:
                 st = None
+        if healthy and (serve_status_fn is None or (st or {}).get("status") == "RUNNING"):
+            return body  # every pool is up, not just one
         failed = failed_pools(body, st)
         if failed:
             raise PoolFailed("; ".join(f"{dep} failed to load: {why}"
                                        for dep, why in failed.items()))
-        on_wait(last)
+        on_wait(last if not healthy else f"rolling over: {(st or {}).get('status')}")
         time.sleep(1.0)
     raise OrchestratorError(f"{base_url} not ready after {timeout_s:.0f} s: {last}")
 

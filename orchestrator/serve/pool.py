@@ -7,6 +7,7 @@ that, and a load that fails fails the pool with its reason (loads.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -38,16 +39,33 @@ def node_arch() -> str:
     return "cpu" if inv.cpu_only else "sm" + inv.gpus[0].compute_capability.replace(".", "")
 
 
-def verify_artifact(path: str, backend: str) -> None:
+def local_artifact(ref: str, store: str | None) -> Path:
+    """This node's copy of the artifact: `ref` is a key in the store (`store`, or the
+    node's own) or an artifact directory. Missing here, it is pulled from a peer through
+    Ray (build/transfer.py), so a replica never needs a shared filesystem."""
+    from orchestrator.build.transfer import pull
+
+    root, key = (str(Path(ref).parent), Path(ref).name) if Path(ref).is_absolute() \
+        else (store, ref)
+    pulled = pull(key, root)
+    if pulled.source:
+        log.info("pulled artifact %s from node %s: %.1f MB at %.1f MB/s", key,
+                 pulled.source[:8], pulled.bytes / 1e6, pulled.mb_per_s)
+    from orchestrator.build.store import ArtifactStore, default_store
+
+    return ArtifactStore(root or default_store()).path(key)
+
+
+def verify_artifact(path: Path, backend: str) -> None:
     """Digest, architecture and backend version of the artifact this replica will load:
     a CPU artifact (a GGUF for llama.cpp on CPU) loads anywhere; one built for a GPU
     architecture loads only on a node with that architecture."""
     from orchestrator.build.store import ArtifactStore, check_artifact
 
-    p = Path(path)
-    store = ArtifactStore(p.parent)
-    arch = None if store.manifest(p.name).arch == "cpu" else node_arch()
-    check_artifact(store, p.name, arch=arch, backend_version=get_backend(backend).version())
+    store = ArtifactStore(path.parent)
+    arch = None if store.manifest(path.name).arch == "cpu" else node_arch()
+    check_artifact(store, path.name, arch=arch,
+                   backend_version=get_backend(backend).version())
 
 
 def load_failure(e: BaseException) -> str:
@@ -89,9 +107,13 @@ class Pool:
                                                     started))
         t0 = time.perf_counter()
         try:
+            path = None
             if config.artifact:
-                verify_artifact(config.artifact, config.backend)
-            self.engine = serving_backend(config.engine).make_engine(**config.engine_args)
+                path = await asyncio.to_thread(local_artifact, config.artifact, config.store)
+                verify_artifact(path, config.backend)
+            runs = serving_backend(config.engine, config.time_scale)
+            self.engine = runs.make_engine(**runs.engine_args(config.node_plan, config.model,
+                                                             path))
             await self.engine.start()
         except Exception as e:
             reason = load_failure(e)

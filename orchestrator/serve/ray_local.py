@@ -49,12 +49,31 @@ def _ray_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
+def ensure_token() -> None:
+    """Ray's token authentication stays on for every cluster `up` starts: a token in
+    ~/.ray/auth_token (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) and RAY_AUTH_MODE=token
+    for `ray start` and everything this process starts or joins. `ray start --head` alone
+    turns it on only where a token already exists."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    proc = subprocess.run([_ray_bin(), "get-auth-token", "--generate"], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise OrchestratorError("could not make Ray's authentication token: "
+                                + (proc.stderr or proc.stdout).strip()[-300:])
+
+
 def start_detached(node: LocalNode) -> None:
-    """`ray start --head` as a local cluster that outlives this command."""
+    """`ray start --head` as a local cluster that outlives this command: token
+    authentication on, and Ray's addresses on loopback (Ray 2.60's GCS and raylet still
+    listen on every interface; the token is what refuses other hosts, docs/multi-node.md)."""
     _quiet()
-    cmd = [_ray_bin(), "start", "--head", f"--num-cpus={node.num_cpus}",
-           f"--num-gpus={node.num_gpus}", f"--resources={json.dumps(node.resources)}",
-           "--include-dashboard=false", "--disable-usage-stats"]
+    ensure_token()
+    cmd = [_ray_bin(), "start", "--head", "--node-ip-address=127.0.0.1",
+           f"--num-cpus={node.num_cpus}", f"--num-gpus={node.num_gpus}",
+           f"--resources={json.dumps(node.resources)}", "--include-dashboard=false",
+           "--disable-usage-stats"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]

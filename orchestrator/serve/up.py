@@ -45,8 +45,9 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
     """Plan the spec, start a local Ray (or join `opts.address`), build what the backends
     need, deploy, and wait until every pool has a loaded replica. `step` hears what is
     happening, one line at a time."""
-    from orchestrator.build.runner import require_built, run_builds
-    from orchestrator.build.spec import build_specs, default_store
+    from orchestrator.build.runner import (distribute, require_built, require_transferred,
+                                           run_builds)
+    from orchestrator.build.spec import build_specs, shared_store
     from orchestrator.planner.from_file import plan_file
     from orchestrator.router.policies import make as make_policy
     from orchestrator.serve import ray_local
@@ -56,7 +57,9 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
     spec, plan = plan_file(cluster_path, model=opts.model)
     keys = auth.load_keys(spec.serving.api_keys_env,
                           opts.api_keys_file or spec.serving.api_keys_file)
-    warnings = []
+    warnings = [f"{n.node_type} serves nothing: no precision fits it (orchestrator plan "
+                f"{cluster_path} --explain says why)" for n in plan.node_types
+                if n.choice is None]
     if not keys and opts.host not in LOCAL_HOSTS:
         warnings.append(f"{opts.host}:{opts.port} is reachable from other machines and no API "
                         f"key is set (set {spec.serving.api_keys_env or 'serving.api_keys_file'})")
@@ -69,14 +72,17 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
                           "api_keys_env": spec.serving.api_keys_env,
                           "api_keys_file": opts.api_keys_file or spec.serving.api_keys_file})
     ray_local.connect(opts.address)
-    artifacts = {}
+    artifacts, store = {}, shared_store(spec)
     if not opts.simulated_engines:
         step("building artifacts (cached after the first time)...")
-        outcomes = run_builds(build_specs(plan, spec), default_store(spec))
+        specs = build_specs(plan, spec)
+        outcomes = run_builds(specs, store)
         require_built(outcomes)
-        artifacts = {o.node_type: o.path for o in outcomes}
+        step("every node of each type gets its artifact...")
+        require_transferred(distribute(specs, outcomes, store))
+        artifacts = {o.node_type: o.key for o in outcomes}
     args, policy_kwargs = app_args(
-        plan, spec, model_name=opts.public_name, artifacts=artifacts,
+        plan, spec, model_name=opts.public_name, artifacts=artifacts, store=store,
         engine="simulated" if opts.simulated_engines else None, policy=opts.policy,
         key_digests=[auth.digest(k) for k in keys])
     step("deploying: each pool verifies its artifact and loads its engine...")
@@ -94,6 +100,8 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
 
 
 def loading_line(health) -> str:
+    if isinstance(health, str) and health.startswith("rolling over"):
+        return f"{health}: Serve replaces the changed pools, the others keep serving"
     if not isinstance(health, dict) or "pools" not in health:
         return "waiting for the endpoint..."
     return "pools: " + ", ".join(f"{dep} {p.get('state', '?')}"

@@ -1,0 +1,160 @@
+"""Artifacts move between nodes through Ray, so no node needs a shared filesystem.
+
+Every node keeps its own store (`default_store()`: $ORCHESTRATOR_STORE or
+~/.cache/orchestrator/artifacts). A node that builds or receives an artifact announces
+itself as a holder in Ray's key-value store; a node that needs one pulls it from a live
+holder in chunks, each a Ray task pinned to the holder's node, into a partial directory it
+keeps across attempts (a pull that stops half-way goes on from where it stopped), checks
+every file against the manifest's sha256 and commits it into its own store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from orchestrator.build.store import (TMP_PREFIX, ArtifactError, ArtifactStore, Manifest,
+                                      default_store, sha256_file)
+
+CHUNK_BYTES = 8 << 20  # per Ray task: large enough to amortize a call, small enough to resume
+KV_NAMESPACE = "orchestrator-artifacts"
+
+
+def _kv():
+    from ray.experimental import internal_kv
+
+    return internal_kv
+
+
+def _holders_key(key: str) -> bytes:
+    return f"holders:{key}".encode()
+
+
+def node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def announce(key: str) -> None:
+    """This node holds `key` (called where it was built, cached or pulled)."""
+    kv = _kv()
+    raw = kv._internal_kv_get(_holders_key(key), namespace=KV_NAMESPACE)
+    held = set(json.loads(raw)) if raw else set()
+    if node_id() not in held:
+        held.add(node_id())
+        kv._internal_kv_put(_holders_key(key), json.dumps(sorted(held)), overwrite=True,
+                            namespace=KV_NAMESPACE)
+
+
+def holders(key: str) -> list[str]:
+    """Live nodes that announced `key`."""
+    import ray
+
+    raw = _kv()._internal_kv_get(_holders_key(key), namespace=KV_NAMESPACE)
+    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    return [n for n in (json.loads(raw) if raw else []) if n in alive]
+
+
+def _store(root: str | None) -> ArtifactStore:
+    return ArtifactStore(root or default_store())
+
+
+def _read_manifest(root: str | None, key: str) -> str:
+    return _store(root).manifest(key).model_dump_json()
+
+
+def _read_chunk(root: str | None, key: str, rel: str, offset: int, size: int) -> bytes:
+    with open(_store(root).path(key) / rel, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def on_node(node: str):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"num_cpus": 0, "max_retries": 1,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+
+@dataclass(frozen=True)
+class Pulled:
+    key: str
+    source: str  # the holder's node id ("" where the artifact was already here)
+    bytes: int
+    seconds: float
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+def pull_steps(key: str, root: str | None = None) -> Iterator[tuple[int, int] | Pulled]:
+    """Bring `key` into this node's store: (bytes done, bytes in all) as it goes, then a
+    Pulled. ArtifactError where no live node holds it or every holder failed."""
+    import ray
+
+    store = _store(root)
+    if store.has(key):
+        announce(key)
+        yield Pulled(key, "", 0, 0.0)
+        return
+    here = node_id()
+    peers = [n for n in holders(key) if n != here]
+    if not peers:
+        raise ArtifactError(f"artifact {key} is on no live node: build it (orchestrator "
+                            "build --address ...) on a node of this type")
+    read_manifest, read_chunk = ray.remote(_read_manifest), ray.remote(_read_chunk)
+    errors = []
+    for peer in peers:
+        t0, moved = time.perf_counter(), 0
+        try:
+            manifest = Manifest.model_validate_json(
+                ray.get(read_manifest.options(**on_node(peer)).remote(root, key)))
+            total = sum(f.bytes for f in manifest.files.values())
+            partial = store.root / f"{TMP_PREFIX}pull-{key}"  # the same on every attempt
+            done = 0
+            for rel, entry in sorted(manifest.files.items()):
+                dest = partial / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                have = dest.stat().st_size if dest.exists() else 0
+                if have > entry.bytes:
+                    dest.unlink()
+                    have = 0
+                done += have
+                with open(dest, "ab") as f:
+                    while have < entry.bytes:
+                        data = ray.get(read_chunk.options(**on_node(peer)).remote(
+                            root, key, rel, have, min(CHUNK_BYTES, entry.bytes - have)))
+                        if not data:
+                            raise ArtifactError(f"{rel} ended at {have} bytes on the peer")
+                        f.write(data)
+                        have += len(data)
+                        done += len(data)
+                        moved += len(data)
+                        yield done, total
+                if sha256_file(dest) != entry.sha256:
+                    dest.unlink()
+                    raise ArtifactError(f"{rel} arrived with another sha256 than the "
+                                        "manifest's; removed, the next pull fetches it again")
+            store.commit(partial, manifest)
+            announce(key)
+            yield Pulled(key, peer, moved, time.perf_counter() - t0)
+            return
+        except Exception as e:  # the next holder, then give up naming every failure
+            errors.append(f"{peer[:8]}: {type(e).__name__}: {e}")
+    raise ArtifactError(f"could not pull artifact {key}: " + "; ".join(errors))
+
+
+def pull(key: str, root: str | None = None,
+         progress: Callable[[int, int], None] = lambda done, total: None) -> Pulled:
+    for step in pull_steps(key, root):
+        if isinstance(step, Pulled):
+            return step
+        progress(*step)
+    raise AssertionError("pull_steps ended without a result")
+
+
+__all__ = ["CHUNK_BYTES", "Pulled", "announce", "holders", "on_node", "pull", "pull_steps"]
