@@ -60,11 +60,21 @@ def _announce(key: str) -> None:
         pass
 
 
-def execute(spec: BuildSpec, store_root: str | None, force: bool = False) -> BuildOutcome:
+def execute(spec: BuildSpec, store_root: str | None, force: bool = False,
+            origin: tuple[str, str] | None = None) -> BuildOutcome:
     """Build one node type's artifact here (inside its Ray task), or find it cached. The
-    store is `store_root` where every node shares one, else this node's own."""
+    store is `store_root` where every node shares one, else this node's own. `origin`
+    (node id, digest): where the source is when this node has no such path."""
     t0 = time.perf_counter()
     store = ArtifactStore(store_root or default_store())
+    fetched = []
+    if spec.source and origin and not Path(spec.source).exists():
+        from orchestrator.build.transfer import fetch_source
+
+        local = fetch_source(spec.source, origin[0], origin[1], store.root)
+        fetched = [f"source {Path(spec.source).name} fetched from node {origin[0][:8]} "
+                   "through Ray"]
+        spec = spec.model_copy(update={"source": str(local)})
     builder = get_backend(spec.backend)
     version = builder.version()
     digest = source_digest(spec.source, store.root / ".cache") if spec.source else "none"
@@ -78,7 +88,7 @@ def execute(spec: BuildSpec, store_root: str | None, force: bool = False) -> Bui
                             **where)
     tmp = store.new_tmp(key)
     try:
-        notes = builder.build(spec, tmp)
+        notes = fetched + builder.build(spec, tmp)
         files = {str(p.relative_to(tmp)): FileEntry(sha256=sha256_file(p),
                                                     bytes=p.stat().st_size)
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -99,6 +109,15 @@ def execute(spec: BuildSpec, store_root: str | None, force: bool = False) -> Bui
     _announce(key)
     return BuildOutcome(node_type=spec.node_type, ok=True, key=key, path=str(path),
                         seconds=time.perf_counter() - t0, **where)
+
+
+def _origin(spec: BuildSpec) -> tuple[str, str] | None:
+    """This node and the source's digest, for a build node without the source's path."""
+    if not spec.source or not Path(spec.source).exists():
+        return None
+    from orchestrator.build.transfer import node_id
+
+    return node_id(), source_digest(spec.source, default_store() / ".cache")
 
 
 def build_node(resource: str) -> str | None:
@@ -133,7 +152,7 @@ def run_builds(specs: list[BuildSpec], store_root: str | Path | None, *, force: 
         # serving pool's placement groups hold those, and a re-plan builds beside them.
         ref = task.options(**{**on_node(node), "num_gpus": spec.gpus, "num_cpus": 0,
                               "max_retries": 0, "name": f"build:{spec.node_type}"}).remote(
-            spec, str(store_root) if store_root else None, force)
+            spec, str(store_root) if store_root else None, force, _origin(spec))
         pending[ref] = spec
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)

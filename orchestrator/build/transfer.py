@@ -11,8 +11,10 @@ every file against the manifest's sha256 and commits it into its own store.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 from orchestrator.build.store import (TMP_PREFIX, ArtifactError, ArtifactStore, Manifest,
@@ -157,4 +159,53 @@ def pull(key: str, root: str | None = None,
     raise AssertionError("pull_steps ended without a result")
 
 
-__all__ = ["CHUNK_BYTES", "Pulled", "announce", "holders", "on_node", "pull", "pull_steps"]
+def _list_source(path: str) -> list[tuple[str, int]]:
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    return [(str(f.relative_to(p.parent)), f.stat().st_size) for f in files]
+
+
+def _read_file(path: str, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def fetch_source(path: str, origin: str, digest: str, root: Path) -> Path:
+    """A checkpoint or GGUF source that is not on this node, copied from the node that
+    named it (the one `build` or `up` ran on) into <store>/.sources/<digest>/, resumable,
+    and checked against the digest that node computed. Already there: no copy."""
+    import ray
+
+    from orchestrator.build.store import source_digest
+
+    final = root / ".sources" / digest / Path(path).name
+    if final.exists() and source_digest(final) == digest:
+        return final
+    listing = ray.get(ray.remote(_list_source).options(**on_node(origin)).remote(path))
+    read = ray.remote(_read_file)
+    for rel, size in listing:
+        dest = root / ".sources" / digest / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        have = dest.stat().st_size if dest.exists() else 0
+        if have > size:
+            dest.unlink()
+            have = 0
+        with open(dest, "ab") as f:
+            while have < size:
+                data = ray.get(read.options(**on_node(origin)).remote(
+                    str(Path(path).parent / rel), have, min(CHUNK_BYTES, size - have)))
+                if not data:
+                    raise ArtifactError(f"source {rel} ended at {have} bytes on its node")
+                f.write(data)
+                have += len(data)
+    got = source_digest(final)
+    if got != digest:
+        shutil.rmtree(root / ".sources" / digest, ignore_errors=True)
+        raise ArtifactError(f"source {path} arrived with digest {got[:12]}, its node said "
+                            f"{digest[:12]}; removed, the next build fetches it again")
+    return final
+
+
+__all__ = ["CHUNK_BYTES", "Pulled", "announce", "fetch_source", "holders", "on_node", "pull",
+           "pull_steps"]

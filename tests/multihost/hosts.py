@@ -71,6 +71,7 @@ class Host:
     root: Path  # HOME lives under it
     ray_dir: Path  # short: Ray's unix socket paths must stay under 108 bytes
     env: dict[str, str] = field(default_factory=dict)
+    others: list[Path] = field(default_factory=list)  # hidden from this host
 
     @property
     def home(self) -> Path:
@@ -82,8 +83,13 @@ class Host:
                 "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", **self.env, **(extra or {})}
 
     def _argv(self, command: str, extra: dict[str, str] | None) -> list[str]:
-        env = [f"{k}={v}" for k, v in self.environment(extra).items()]
-        return ["ip", "netns", "exec", self.ns, "env", "-i", *env, "bash", "-c", command]
+        env = " ".join(shlex.quote(f"{k}={v}") for k, v in self.environment(extra).items())
+        # A mount namespace of its own with the other hosts' directories hidden under empty
+        # tmpfs: what this host's processes (Ray's included) write or read is its own.
+        hide = " && ".join(f"mount -t tmpfs none {shlex.quote(str(p))}" for p in self.others)
+        inner = f"{hide + ' && ' if hide else ''}exec env -i {env} bash -c {shlex.quote(command)}"
+        return ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--propagation",
+                "private", "bash", "-c", inner]
 
     def run(self, command: str, *, timeout: float = 600, check: bool = True,
             extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -149,6 +155,11 @@ class Net:
             host.ray_dir.mkdir(parents=True, exist_ok=True)
             host.home.mkdir(parents=True, exist_ok=True)
             self.hosts[name] = host
+        self.hide_each_other()
+
+    def hide_each_other(self) -> None:
+        for h in self.hosts.values():
+            h.others = [o.root for o in self.hosts.values() if o is not h]
 
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]

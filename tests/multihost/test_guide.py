@@ -131,13 +131,17 @@ def test_the_artifact_was_built_once_and_pulled_by_the_other_worker(cluster):
     assert row, cluster.build_out
     cluster.figures["transfer"] = {"mb": float(row[1]), "seconds": float(row[2]),
                                    "mb_per_s": float(row[3])}
-    keys = {}
+    keys, notes = {}, []
     for w in ("w1", "w2"):
         listed = json.loads(cluster.net[w].run("orchestrator artifacts list --json").stdout)
         store = cluster.net[w].home / ".cache/orchestrator/artifacts"
         assert all((store / m["key"]).is_dir() for m in listed)  # its own store, not shared
         keys[w] = {m["key"] for m in listed if m["node_type"] == "cpu-throughput"}
+        notes += [n for m in listed for n in m["notes"]]
     assert keys["w1"] == keys["w2"] and len(keys["w1"]) == 1
+    # the GGUF source is on the head only (the hosts cannot see each other's files): the
+    # worker that built fetched it from there
+    assert any(re.match(r"source \S+ fetched from node \w+ through Ray", n) for n in notes), notes
     head_keys = {m["key"] for m in json.loads(
         cluster.head.run("orchestrator artifacts list --json").stdout)}
     assert not head_keys & keys["w1"]  # nothing of the workers' type landed on the head
