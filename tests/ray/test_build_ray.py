@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from orchestrator.backends.llamacpp import gguf_file_type
@@ -78,18 +79,24 @@ def test_one_failure_loses_no_other_and_missing_nodes_are_named(ray_cluster, ggu
     assert "no node advertises gpu_group:a100-x4" in out[2].error
 
 
-def test_cli_builds_the_local_plan(ray_cluster, gguf, tmp_path, monkeypatch):
+def test_cli_builds_the_local_plan(ray_cluster, gguf, tmp_path):
     cluster, _ = ray_cluster
-    monkeypatch.setenv("ORCHESTRATOR_STORE", str(tmp_path / "store"))
-    res = CliRunner().invoke(main, ["build", str(CLUSTERS / "local.yaml"), "--address",
-                                    cluster.address, "--json"])
+    # the emulated nodes share this machine's disk: one store for all, named in the spec
+    # (without it each node keeps its own, tests/multihost/)
+    data = yaml.safe_load((CLUSTERS / "local.yaml").read_text())
+    data["artifacts"] = {"store": str(tmp_path / "store")}
+    spec = tmp_path / "local.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    res = CliRunner().invoke(main, ["build", str(spec), "--address", cluster.address, "--json"])
     assert res.exit_code == 0, res.output
     import json
 
     outcomes = json.loads(res.output)["outcomes"]
     assert [o["node_type"] for o in outcomes] == ["cpu-quality", "cpu-throughput"]
     assert all(o["ok"] for o in outcomes)
-    listing = CliRunner().invoke(main, ["artifacts", "list", "--json"])
+    assert json.loads(res.output)["transfers"] == []  # a shared store moves nothing
+    listing = CliRunner().invoke(main, ["artifacts", "--store", str(tmp_path / "store"),
+                                        "list", "--json"])
     assert {m["precision"] for m in json.loads(listing.output)} == {"f16", "q4_k_m"}
 
 
