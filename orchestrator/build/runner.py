@@ -30,6 +30,7 @@ class BuildOutcome(BaseModel):
     node_id: str | None = None
     host: str | None = None
     error: str | None = None
+    no_node: bool = False  # no node of this type in the cluster yet
 
 
 def _node_id() -> str | None:
@@ -111,7 +112,7 @@ def execute(spec: BuildSpec, store_root: str | None, force: bool = False,
                         seconds=time.perf_counter() - t0, **where)
 
 
-def _origin(spec: BuildSpec) -> tuple[str, str] | None:
+def origin_of(spec: BuildSpec) -> tuple[str, str] | None:
     """This node and the source's digest, for a build node without the source's path."""
     if not spec.source or not Path(spec.source).exists():
         return None
@@ -142,7 +143,7 @@ def run_builds(specs: list[BuildSpec], store_root: str | Path | None, *, force: 
         node = build_node(spec.resource)
         if node is None:
             outcomes[spec.node_type] = BuildOutcome(
-                node_type=spec.node_type, ok=False,
+                node_type=spec.node_type, ok=False, no_node=True,
                 error=f"no node advertises {spec.resource}: on a node of this type run "
                       f"`orchestrator node-resources --cluster SPEC` and `ray start` with "
                       f"its flags")
@@ -152,7 +153,7 @@ def run_builds(specs: list[BuildSpec], store_root: str | Path | None, *, force: 
         # serving pool's placement groups hold those, and a re-plan builds beside them.
         ref = task.options(**{**on_node(node), "num_gpus": spec.gpus, "num_cpus": 0,
                               "max_retries": 0, "name": f"build:{spec.node_type}"}).remote(
-            spec, str(store_root) if store_root else None, force, _origin(spec))
+            spec, str(store_root) if store_root else None, force, origin_of(spec))
         pending[ref] = spec
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)

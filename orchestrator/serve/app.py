@@ -44,7 +44,8 @@ def build_app(args: AppArgs):
         engine = args.engine or c.backend
         runs = serving_backend(engine, args.time_scale)
         artifact = None if engine == "simulated" else args.artifacts.get(n.node_type)
-        if artifact is None and engine != "simulated":
+        deferred = args.deferred.get(n.node_type) if engine != "simulated" else None
+        if artifact is None and deferred is None and engine != "simulated":
             raise ValueError(f"{n.node_type}: no built artifact; run orchestrator build")
         ctx = runs.serving_context(n)
         ctx = min(ctx, serving.max_context) if serving.max_context else ctx
@@ -53,7 +54,8 @@ def build_app(args: AppArgs):
         config = PoolConfig(pool=n.node_type, precision=c.precision, backend=c.backend,
                             engine=engine, node_plan=n, model=plan.model, max_context=ctx,
                             stall_s=serving.engine_stall_s, artifact=artifact,
-                            store=args.store, time_scale=args.time_scale)
+                            store=args.store, time_scale=args.time_scale,
+                            deferred=None if artifact else deferred)
         if args.scaling is not None:
             bounds = args.scaling.get(dep) or {"min_replicas": n.replicas,
                                                "max_replicas": n.replicas,
@@ -77,7 +79,7 @@ def build_app(args: AppArgs):
         key_digests=tuple(args.key_digests), public_paths=tuple(serving.public_paths),
         max_body_bytes=serving.max_body_bytes, default_max_tokens=serving.default_max_tokens,
         first_token_timeout_s=serving.first_token_timeout_s,
-        inter_token_timeout_s=serving.inter_token_timeout_s)
+        inter_token_timeout_s=serving.inter_token_timeout_s, generation=args.generation)
     # The ingress sits on the head beside the only HTTP proxy (proxy_location HeadOnly):
     # no extra hop, and losing a GPU node never takes the router with it.
     # With autoscaling on, the ingress is an autoscaled deployment fixed at one replica, so

@@ -13,10 +13,12 @@ No Ray here: the CLI and the Helm values import this module.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orchestrator.backends.base import BuildSpec
 from orchestrator.config import ClusterSpec, ServingSpec
 from orchestrator.defaults import SLO_TPOT_S, SLO_TTFT_S
 from orchestrator.planner.plan import NodePlan, Plan
@@ -31,6 +33,13 @@ AUTOSCALER = "orchestrator.serve.autoscaler:ClusterAutoscaler"  # the app-level 
 
 def deployment_name(node_type: str) -> str:
     return f"{POOL_PREFIX}{node_type}"
+
+
+class Deferred(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    build: BuildSpec
+    origin: tuple[str, str] | None = None  # (node id, digest) of the source's machine
 
 
 class AppArgs(BaseModel):
@@ -57,6 +66,13 @@ class AppArgs(BaseModel):
                                    description="SHA-256 digests of API keys (serve/auth.py)")
     scaling: dict[str, dict] | None = Field(
         None, description="deployment -> min/max/initial replicas; None: fixed replicas")
+    generation: str = Field(default_factory=lambda: uuid.uuid4().hex[:12],
+                            description="this deployment's id; /health reports it, so `up` "
+                                        "knows when its own deployment answers")
+    deferred: dict[str, Deferred] = Field(
+        default_factory=dict, description="node type -> its build, for pools whose node type "
+                                          "had no node at deploy: the first replica builds "
+                                          "the artifact on its own node when one joins")
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -89,6 +105,7 @@ class PoolConfig:
     artifact: str | None  # a key in the node's store, or a directory; None: simulated
     store: str | None = None  # a shared store; None: the node's own
     time_scale: float = 1.0  # the simulated engine's
+    deferred: Deferred | None = None  # no artifact yet: build it here first
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ class IngressConfig:
     default_max_tokens: int
     first_token_timeout_s: float
     inter_token_timeout_s: float
+    generation: str = ""
     retries: int = 2
 
 
@@ -155,7 +173,7 @@ def compact_plan(plan: Plan) -> Plan:
 def app_args(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
              artifacts: dict[str, str] | None = None, store: str | None = None,
              engine: str | None = None, policy: str | None = None,
-             key_digests: list[str] | None = None,
+             key_digests: list[str] | None = None, deferred: dict | None = None,
              keys_in_cluster: bool = False) -> tuple[AppArgs, dict | None]:
     """The application's arguments for this plan and spec, and the application-level
     autoscaling policy's arguments (None where no node type autoscales). With
@@ -173,5 +191,6 @@ def app_args(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
         scaling, policy_kwargs = scaling_config(plan, spec, names, APP_NAME)
     args = AppArgs(plan=compact_plan(plan), model_name=model_name, artifacts=artifacts or {},
                    store=store, engine=engine, policy=policy, serving=serving,
-                   key_digests=list(key_digests or []), scaling=scaling)
+                   key_digests=list(key_digests or []), scaling=scaling,
+                   deferred=deferred or {})
     return args, policy_kwargs

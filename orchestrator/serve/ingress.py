@@ -170,7 +170,8 @@ class Ingress:
         counts = {dep: p["replicas"] for dep, p in pools.items()}
         state = ("ok" if all(counts.values()) else "degraded" if any(counts.values())
                  else "unavailable")
-        return JSONResponse({"status": state, "replicas": counts, "pools": pools},
+        return JSONResponse({"status": state, "replicas": counts, "pools": pools,
+                             "generation": self.config.generation},
                             status_code=503 if state == "unavailable" else 200)
 
     @app.get("/status")

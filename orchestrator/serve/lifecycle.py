@@ -76,17 +76,24 @@ def failed_pools(health: object, serve_st: dict | None = None) -> dict[str, str]
 
 
 def wait_ready(base_url: str, timeout_s: float, on_wait=lambda body: None,
-               key: str | None = None, serve_status_fn=None) -> dict:
+               key: str | None = None, serve_status_fn=None,
+               waiting: set[str] = frozenset(), deployed_after: float = 0.0,
+               generation: str | None = None) -> dict:
     """Until every pool has a loaded replica (/health says ok) and, where Serve's status is
     at hand, the application has finished deploying (an update rolls its changed pools
     over while /health is already ok); PoolFailed as soon as one pool has failed to load,
-    naming it and the reason."""
+    naming it and the reason. Pools in `waiting` (no node of their type yet) are not
+    waited for. `deployed_after`: Serve's deploy time of the application before this
+    deploy, so that its status from before the new config arrived does not count;
+    `generation`: the deployment's id, which /health reports once its ingress answers."""
     deadline = time.monotonic() + timeout_s
     last: object = None
     while time.monotonic() < deadline:
         try:
             status, body = http_get(f"{base_url}/health", key=key)
-            healthy = status == 200 and isinstance(body, dict) and body.get("status") == "ok"
+            healthy = status == 200 and isinstance(body, dict) and all(
+                n > 0 for dep, n in body.get("replicas", {"": 0}).items() if dep not in waiting
+            ) and (generation is None or body.get("generation") == generation)
             last = body
         except OSError as e:
             last, body, healthy = str(e), None, False
@@ -96,7 +103,11 @@ def wait_ready(base_url: str, timeout_s: float, on_wait=lambda body: None,
                 st = serve_status_fn()
             except Exception:
                 st = None
-        if healthy and (serve_status_fn is None or (st or {}).get("status") == "RUNNING"):
+        settled = st is not None and (st.get("deployed_at") or 0) > deployed_after and (
+            st.get("status") == "RUNNING" or all(
+                d.get("status") == "HEALTHY" for dep, d in st.get("deployments", {}).items()
+                if dep not in waiting))
+        if healthy and (serve_status_fn is None or settled):
             return body  # every pool is up, not just one
         failed = failed_pools(body, st)
         if failed:
@@ -146,6 +157,7 @@ def serve_status() -> dict:
     if app is None:
         raise UserError("nothing is deployed: run `orchestrator up CLUSTER.yaml`")
     return {"status": _name(app.status), "message": app.message,
+            "deployed_at": app.last_deployed_time_s,
             "deployments": {name: {"status": _name(d.status),
                                    "replicas": {str(k): v for k, v in d.replica_states.items()},
                                    "message": d.message}

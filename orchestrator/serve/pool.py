@@ -56,6 +56,17 @@ def local_artifact(ref: str, store: str | None) -> Path:
     return ArtifactStore(root or default_store()).path(key)
 
 
+def build_here(deferred, store: str | None) -> Path:
+    """The artifact of a pool whose node type joined after `up`: built on this node now
+    (or found in its store), its source fetched from the machine that ran `up`."""
+    from orchestrator.build.runner import execute
+
+    o = execute(deferred.build, store, origin=deferred.origin)
+    log.info("%s artifact %s on this node in %.1f s", "found" if o.cached else "built",
+             o.key, o.seconds)
+    return Path(o.path)
+
+
 def verify_artifact(path: Path, backend: str) -> None:
     """Digest, architecture and backend version of the artifact this replica will load:
     a CPU artifact (a GGUF for llama.cpp on CPU) loads anywhere; one built for a GPU
@@ -110,6 +121,9 @@ class Pool:
             path = None
             if config.artifact:
                 path = await asyncio.to_thread(local_artifact, config.artifact, config.store)
+            elif config.deferred is not None:
+                path = await asyncio.to_thread(build_here, config.deferred, config.store)
+            if path is not None:
                 verify_artifact(path, config.backend)
             runs = serving_backend(config.engine, config.time_scale)
             self.engine = runs.make_engine(**runs.engine_args(config.node_plan, config.model,

@@ -9,7 +9,7 @@ from typing import Callable
 
 from orchestrator.errors import UserError
 from orchestrator.serve import auth, lifecycle
-from orchestrator.serve.contract import app_args
+from orchestrator.serve.contract import Deferred, app_args, deployment_name
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -45,8 +45,8 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
     """Plan the spec, start a local Ray (or join `opts.address`), build what the backends
     need, deploy, and wait until every pool has a loaded replica. `step` hears what is
     happening, one line at a time."""
-    from orchestrator.build.runner import (distribute, require_built, require_transferred,
-                                           run_builds)
+    from orchestrator.build.runner import (distribute, origin_of, require_built,
+                                           require_transferred, run_builds)
     from orchestrator.build.spec import build_specs, shared_store
     from orchestrator.planner.from_file import plan_file
     from orchestrator.router.policies import make as make_policy
@@ -72,26 +72,39 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
                           "api_keys_env": spec.serving.api_keys_env,
                           "api_keys_file": opts.api_keys_file or spec.serving.api_keys_file})
     ray_local.connect(opts.address)
-    artifacts, store = {}, shared_store(spec)
+    artifacts, store, deferred = {}, shared_store(spec), {}
     if not opts.simulated_engines:
         step("building artifacts (cached after the first time)...")
         specs = build_specs(plan, spec)
         outcomes = run_builds(specs, store)
-        require_built(outcomes)
+        # A node type with no node yet is no failure: its pool waits for one, whose first
+        # replica builds the artifact there
+        for s, o in zip(specs, outcomes):
+            if o.no_node:
+                deferred[s.node_type] = Deferred(build=s, origin=origin_of(s))
+                warnings.append(f"{s.node_type}: no node of this type in the cluster yet; "
+                                "its pool waits for one and builds its artifact there")
+        require_built([o for o in outcomes if not o.no_node])
         step("every node of each type gets its artifact...")
         require_transferred(distribute(specs, outcomes, store))
-        artifacts = {o.node_type: o.key for o in outcomes}
+        artifacts = {o.node_type: o.key for o in outcomes if o.ok}
     args, policy_kwargs = app_args(
         plan, spec, model_name=opts.public_name, artifacts=artifacts, store=store,
         engine="simulated" if opts.simulated_engines else None, policy=opts.policy,
-        key_digests=[auth.digest(k) for k in keys])
+        key_digests=[auth.digest(k) for k in keys], deferred=deferred)
     step("deploying: each pool verifies its artifact and loads its engine...")
+    try:
+        before = lifecycle.serve_status().get("deployed_at") or 0.0
+    except Exception:  # nothing deployed yet (or Serve not started)
+        before = 0.0
     lifecycle.deploy(args, policy_kwargs, opts.host, opts.port)
     base = endpoint(opts.host, opts.port)
     try:
         health = lifecycle.wait_ready(base, opts.timeout_s, lambda b: step(loading_line(b)),
                                       key=keys[0] if keys else None,
-                                      serve_status_fn=lifecycle.serve_status)
+                                      serve_status_fn=lifecycle.serve_status,
+                                      waiting={deployment_name(t) for t in deferred},
+                                      deployed_after=before, generation=args.generation)
     except lifecycle.PoolFailed as e:
         raise UserError(f"{e}. Pools that loaded keep serving: `orchestrator status` "
                         "shows them, `orchestrator down` stops the service") from None

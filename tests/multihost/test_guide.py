@@ -25,7 +25,8 @@ pytestmark = pytest.mark.multihost
 GUIDE = ROOT / "docs" / "multi-node.md"
 REPORT = os.environ.get("ORCHESTRATOR_MULTIHOST_REPORT")  # benchmarks/multihost.py sets it
 SPEC = CLUSTERS / "cpu-3-hosts.yaml"
-NODE_TYPES = {"head": "cpu-quality", "w1": "cpu-throughput", "w2": "cpu-throughput"}
+NODE_TYPES = {"head": "cpu-quality", "w1": "cpu-throughput", "w2": "cpu-throughput",
+              "w3": "cpu-late"}  # w3 joins only in the last test
 # Ray notices a silent node in seconds rather than its default ~30 s (set on the head only)
 FAST_HEALTH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
                "RAY_health_check_failure_threshold": "4"}
@@ -57,9 +58,7 @@ class Cluster:
     def run_block(self, i: int, only: hosts.Host | None = None) -> list[str]:
         role, commands = self.blocks[i]
         outs = []
-        for h in self.role_hosts(role):
-            if only is not None and h is not only:
-                continue
+        for h in [only] if only is not None else self.role_hosts(role):
             for c in commands:
                 outs.append(h.run(c, timeout=900).stdout)
         self.outputs += outs
@@ -69,8 +68,12 @@ class Cluster:
         return self.net["client"].run(f"python -c {hosts.quote(code)}", timeout=timeout).stdout
 
     def status(self) -> dict:
-        return json.loads(self.head.run(f"orchestrator status --address {self.head.ip}:6379 "
-                                        "--json").stdout)
+        r = self.head.run(f"orchestrator status --address {self.head.ip}:6379 --json")
+        try:
+            return json.loads(r.stdout)
+        except ValueError:  # an AssertionError, so that wait() asks again
+            raise AssertionError(f"status printed no JSON: {r.stdout[-1500:]} "
+                                 f"{r.stderr[-1500:]}") from None
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def cluster(tmp_path_factory):
         pytest.skip(why)
     hosts.sweep()
     root = tmp_path_factory.mktemp("hosts")
-    net = hosts.Net(["head", "w1", "w2", "client"], root)
+    net = hosts.Net(["head", "w1", "w2", "w3", "client"], root)
     try:
         head = net["head"]
         common = {"HEAD_IP": head.ip, "SPEC": str(SPEC)}
@@ -95,7 +98,7 @@ def cluster(tmp_path_factory):
         c.run_block(0)  # the head: token, ray start
         token = head.run("ray get-auth-token").stdout.strip()
         assert token
-        for w in ("w1", "w2"):
+        for w in ("w1", "w2", "w3"):
             net[w].env["RAY_AUTH_TOKEN"] = token
         c.run_block(1)  # each worker joins with the token
         c.join_s = time.monotonic() - t0
@@ -178,15 +181,15 @@ class Load:
 
 
 def wait(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
+    deadline, last = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
         try:
             if cond():
                 return
-        except AssertionError:
-            pass
+        except (AssertionError, KeyError) as e:  # the cluster still settling
+            last = e
         time.sleep(1.0)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
+    raise AssertionError(f"not within {timeout_s} s: {what} (last: {last})")
 
 
 def replicas(cluster: Cluster, dep: str) -> int:
@@ -243,6 +246,35 @@ def test_a_changed_spec_rolls_over_while_the_other_pool_serves(cluster, tmp_path
     lost = [r for r in results if r["status"] != 200]
     cluster.figures["replan"] = {"requests": len(results), "lost": len(lost)}
     assert not lost, lost[:5]
+
+
+def test_a_host_of_a_new_node_type_joins_and_its_pool_appears(cluster, tmp_path):
+    spec = yaml.safe_load(SPEC.read_text())
+    next(nt for nt in spec["node_types"] if nt["name"] == "cpu-quality")["precisions"] = \
+        ["q4_k_m"]  # as the test before left it
+    spec["node_types"].append({"name": "cpu-late", "precisions": ["f16"], "count": 1,
+                               "cpu": {"cores": 1, "memory_gb": 2.0,
+                                       "memory_bandwidth_gbs": 16, "peak_tflops": 0.29}})
+    late = tmp_path / "late.yaml"
+    late.write_text(yaml.safe_dump(spec))
+    out = cluster.head.run(f"orchestrator up {late} --address {cluster.head.ip}:6379 "
+                           "--host 0.0.0.0", timeout=900).stdout
+    assert "cpu-late: no node of this type in the cluster yet" in out, out
+    assert replicas(cluster, "pool-cpu-late") == 0
+    cluster.net["w3"].env["SPEC"] = str(late)  # the spec its operator has
+    cluster.run_block(1, only=cluster.net["w3"])  # joins; nothing is deployed again
+    wait(lambda: replicas(cluster, "pool-cpu-late") == 1, 300,
+         "the new node type's pool has its replica")
+    # F16 is served by the new pool alone now
+    out = cluster.on_client(
+        "from openai import OpenAI\n"
+        f"c = OpenAI(base_url='{cluster.base}/v1', api_key='none', max_retries=0)\n"
+        "r = c.completions.with_raw_response.create(model='gemma-3-270m:f16', prompt='Hi',\n"
+        "    max_tokens=4)\n"
+        "print(r.headers.get('x-orchestrator-pool'), r.parse().choices[0].text)")
+    assert out.startswith("pool-cpu-late"), out
+    listed = json.loads(cluster.net["w3"].run("orchestrator artifacts list --json").stdout)
+    assert [m["precision"] for m in listed] == ["f16"]  # built there, on arrival
 
 
 def test_down_removes_the_service(cluster):

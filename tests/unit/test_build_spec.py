@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import yaml
 
 from orchestrator.backends import get_backend
 from orchestrator.errors import MissingExtraError
@@ -109,3 +110,20 @@ def test_interrupted_build_is_not_an_artifact_and_gc_cleans_it(tmp_path):
     assert store.gc(min_tmp_age_s=3600) == []  # a build may still be running
     os.utime(tmp, (0, 0))
     assert store.gc() == [tmp] and not tmp.exists()
+
+
+def test_sources_are_paths_or_file_uris(tmp_path):
+    from orchestrator.build.spec import resolve_source
+    from orchestrator.config import ClusterSpec
+
+    def spec(where):
+        data = yaml.safe_load((CLUSTERS / "local.yaml").read_text())
+        data["artifacts"] = {"sources": {"gguf": where}}
+        return ClusterSpec.model_validate(data)
+
+    assert resolve_source(spec(f"file://{tmp_path}/m.gguf"), "gguf", "gemma-3-270m") == \
+        f"{tmp_path}/m.gguf"
+    assert resolve_source(spec(f"{tmp_path}/m.gguf"), "gguf", "gemma-3-270m") == \
+        f"{tmp_path}/m.gguf"
+    with pytest.raises(UserError, match="only paths and file:// URIs"):
+        resolve_source(spec("s3://bucket/m.gguf"), "gguf", "gemma-3-270m")

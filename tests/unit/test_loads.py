@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from orchestrator.serve import lifecycle, loads
 from orchestrator.serve.contract import LoadRecord
 
@@ -73,3 +75,25 @@ def test_failed_pools_from_health_and_from_serve_status():
     # replicas' last recorded failure (a crash found by the next one) is the reason
     health["pools"]["pool-b"]["last_failure"] = "engine crash: Illegal instruction (SIGILL)"
     assert lifecycle.failed_pools(health, serve_st)["pool-b"].startswith("engine crash")
+
+
+def test_wait_ready_waits_for_a_rollover_and_not_for_pools_without_nodes(monkeypatch):
+    """/health ok is not enough while Serve still rolls a changed pool over; a pool whose
+    node type has no node yet is not waited for."""
+    health = {"status": "degraded", "replicas": {"pool-a": 1, "pool-late": 0}, "pools": {}}
+    states = iter([{"status": "RUNNING", "deployed_at": 5.0},  # Serve has not seen it yet
+                   {"status": "DEPLOYING", "deployed_at": 9.0,
+                    "deployments": {"pool-a": {"status": "UPDATING"}}},
+                   {"status": "DEPLOYING", "deployed_at": 9.0, "deployments": {
+                       "pool-a": {"status": "HEALTHY"}, "pool-late": {"status": "UPDATING"}}}])
+    monkeypatch.setattr(lifecycle, "http_get", lambda *a, **k: (200, health))
+    monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
+    seen = []
+    got = lifecycle.wait_ready("http://x", 60, seen.append, serve_status_fn=lambda: next(states),
+                               waiting={"pool-late"}, deployed_after=5.0)
+    assert got is health and len(seen) == 2
+    assert seen[0].startswith("rolling over")
+    with pytest.raises(lifecycle.OrchestratorError, match="not ready"):
+        monkeypatch.setattr(lifecycle.time, "monotonic", iter(range(0, 1000, 100)).__next__)
+        lifecycle.wait_ready("http://x", 150,
+                             serve_status_fn=lambda: {"status": "RUNNING", "deployed_at": 1})
