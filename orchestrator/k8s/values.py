@@ -54,6 +54,7 @@ def helm_values(plan: Plan, spec: ClusterSpec, *, model_name: str | None = None,
         })
     return {
         "image": {"repository": image, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "rayAuth": {"mode": "token"},
         "modelName": args.public_name,
         "plan": args.plan.model_dump_json(),
         "routing": {"policy": args.policy, "sloTtftSeconds": args.slo_ttft_s,

@@ -160,6 +160,19 @@ def test_ingress_and_notes(helm, tmp_path):
     notes = yaml.safe_load(out.stdout)["notes"]
     assert "curl http://llm.example.test/v1/models" in notes
     assert "rtx-3090-x2-nvlink: 2 pod(s), 2 GPU(s) each, awq_int4 on trtllm" in notes
+    assert "Ray's token authentication is on" in notes
+    values["rayAuth"] = {"mode": "disabled"}
+    f.write_text(yaml.safe_dump(values))
+    out = subprocess.run([helm, "template", "t", str(chart), "-f", str(f), "--show-only",
+                          "templates/notes-copy.yaml"], capture_output=True, text=True)
+    assert "WARNING: rayAuth.mode is disabled" in yaml.safe_load(out.stdout)["notes"]
+
+
+def test_ray_token_auth_is_on_by_default(helm, tmp_path):
+    out = render(helm, CASES["two"](), tmp_path)
+    assert out.returncode == 0, out.stderr
+    (rs,) = [d for d in docs(out.stdout) if d["kind"] == "RayService"]
+    assert rs["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
 
 
 @pytest.mark.parametrize("mutate, needle", [
