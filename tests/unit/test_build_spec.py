@@ -125,5 +125,5 @@ def test_sources_are_paths_or_file_uris(tmp_path):
         f"{tmp_path}/m.gguf"
     assert resolve_source(spec(f"{tmp_path}/m.gguf"), "gguf", "gemma-3-270m") == \
         f"{tmp_path}/m.gguf"
-    with pytest.raises(UserError, match="only paths and file:// URIs"):
+    with pytest.raises(UserError, match="a path, file://PATH or hf://"):
         resolve_source(spec("s3://bucket/m.gguf"), "gguf", "gemma-3-270m")
