@@ -219,6 +219,17 @@ class Ingress:
             {"id": n, "object": "model", "created": 0, "owned_by": "orchestrator"}
             for n in self._model_names()]}
 
+    @app.get("/v1/models/{model_id}")
+    async def model(self, request: Request, model_id: str):
+        """One model (the openai client's models.retrieve): the public name, or it with a
+        precision pin."""
+        self._authorize(request, "/v1/models")
+        if model_id not in self._model_names():
+            raise ApiError(404, f"model {model_id!r} does not exist; valid: "
+                                f"{', '.join(self._model_names())}", "invalid_request_error",
+                           "model", "model_not_found")
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "orchestrator"}
+
     @app.post("/v1/completions", openapi_extra=oa.openapi_body(oa.CompletionRequest))
     async def completions(self, request: Request):
         self._authorize(request, "/v1/completions")

@@ -35,8 +35,19 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+UNSERVED = ("no pool serves it yet; leave it out (docs/serving.md lists the fields each "
+            "backend honours)")
+
+
+def _unset(value, *neutral) -> bool:
+    return value is None or value in neutral or value == {} or value == []
+
+
 class _Common(BaseModel):
-    # Unknown fields are ignored, as OpenAI's clients send many we have no use for.
+    # Fields OpenAI's clients send that change nothing (user, metadata, store, ...) and
+    # unknown ones are ignored. Fields that would change the answer and that no pool
+    # honours yet are declared below and refused when set, naming the field, rather than
+    # answered as if they had not been sent.
     model_config = ConfigDict(extra="ignore")
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
@@ -49,6 +60,38 @@ class _Common(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    response_format: dict | None = None
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    functions: list | None = None
+    function_call: str | dict | None = None
+
+    @field_validator("presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+                     "top_logprobs", "tools", "functions")
+    @classmethod
+    def _unserved(cls, v):
+        if not _unset(v, 0, False):
+            raise ValueError(UNSERVED)
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, v):
+        if not _unset(v) and v.get("type") != "text":
+            raise ValueError(f"only {{'type': 'text'}}: {UNSERVED}")
+        return v
+
+    @field_validator("tool_choice", "function_call")
+    @classmethod
+    def _no_tool_call(cls, v):
+        if not _unset(v, "none", "auto"):
+            raise ValueError(UNSERVED)
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -65,6 +108,23 @@ class _Common(BaseModel):
 
 class CompletionRequest(_Common):
     prompt: str = Field(min_length=1)
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+    @field_validator("echo", "suffix")
+    @classmethod
+    def _unserved_here(cls, v):
+        if not _unset(v, False, ""):
+            raise ValueError(UNSERVED)
+        return v
+
+    @field_validator("best_of")
+    @classmethod
+    def _one_of_one(cls, v):
+        if not _unset(v, 1):
+            raise ValueError(UNSERVED)
+        return v
 
     @field_validator("prompt", mode="before")
     @classmethod
