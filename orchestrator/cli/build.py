@@ -33,7 +33,11 @@ def build(cluster_path, model, only, force, dry_run, address, as_json):
         else:
             from orchestrator.views import build_specs_view
 
-            console().print(build_specs_view(specs, store))
+            from orchestrator.build.spec import shared_store
+
+            where = (f"{store}, shared by every node" if shared_store(spec) else
+                     f"each node its own; here {store}")
+            console().print(build_specs_view(specs, where))
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
