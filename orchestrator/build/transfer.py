@@ -64,14 +64,38 @@ def _store(root: str | None) -> ArtifactStore:
     return ArtifactStore(root or default_store())
 
 
-def _read_manifest(root: str | None, key: str) -> str:
-    return _store(root).manifest(key).model_dump_json()
+def _read_manifest(root: str | None, key: str) -> tuple[str, str]:
+    """The holder's manifest of `key` and where the artifact is on the holder."""
+    store = _store(root)
+    return store.manifest(key).model_dump_json(), str(store.path(key))
 
 
-def _read_chunk(root: str | None, key: str, rel: str, offset: int, size: int) -> bytes:
-    with open(_store(root).path(key) / rel, "rb") as f:
+def _read_file(path: str, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
+
+
+def _copy(node: str, remote: str, dest: Path, size: int) -> Iterator[int]:
+    """Append `remote` (a file on `node`) to `dest` from where `dest` ends, a chunk per Ray
+    task, yielding each chunk's length: a copy that stopped goes on where it stopped."""
+    import ray
+
+    read = ray.remote(_read_file)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    have = dest.stat().st_size if dest.exists() else 0
+    if have > size:
+        dest.unlink()
+        have = 0
+    with open(dest, "ab") as f:
+        while have < size:
+            data = ray.get(read.options(**on_node(node)).remote(
+                remote, have, min(CHUNK_BYTES, size - have)))
+            if not data:
+                raise ArtifactError(f"{remote} ended at {have} bytes on node {node[:8]}")
+            f.write(data)
+            have += len(data)
+            yield len(data)
 
 
 def on_node(node: str):
@@ -108,35 +132,23 @@ def pull_steps(key: str, root: str | None = None) -> Iterator[tuple[int, int] | 
     if not peers:
         raise ArtifactError(f"artifact {key} is on no live node: build it (orchestrator "
                             "build --address ...) on a node of this type")
-    read_manifest, read_chunk = ray.remote(_read_manifest), ray.remote(_read_chunk)
+    read_manifest = ray.remote(_read_manifest)
     errors = []
     for peer in peers:
         t0, moved = time.perf_counter(), 0
         try:
-            manifest = Manifest.model_validate_json(
-                ray.get(read_manifest.options(**on_node(peer)).remote(root, key)))
+            raw, there = ray.get(read_manifest.options(**on_node(peer)).remote(root, key))
+            manifest = Manifest.model_validate_json(raw)
             total = sum(f.bytes for f in manifest.files.values())
             partial = store.root / f"{TMP_PREFIX}pull-{key}"  # the same on every attempt
             done = 0
             for rel, entry in sorted(manifest.files.items()):
                 dest = partial / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                have = dest.stat().st_size if dest.exists() else 0
-                if have > entry.bytes:
-                    dest.unlink()
-                    have = 0
-                done += have
-                with open(dest, "ab") as f:
-                    while have < entry.bytes:
-                        data = ray.get(read_chunk.options(**on_node(peer)).remote(
-                            root, key, rel, have, min(CHUNK_BYTES, entry.bytes - have)))
-                        if not data:
-                            raise ArtifactError(f"{rel} ended at {have} bytes on the peer")
-                        f.write(data)
-                        have += len(data)
-                        done += len(data)
-                        moved += len(data)
-                        yield done, total
+                kept = dest.stat().st_size if dest.exists() else 0
+                done += kept if kept <= entry.bytes else 0  # _copy restarts a longer one
+                for n in _copy(peer, f"{there}/{rel}", dest, entry.bytes):
+                    done, moved = done + n, moved + n
+                    yield done, total
                 if sha256_file(dest) != entry.sha256:
                     dest.unlink()
                     raise ArtifactError(f"{rel} arrived with another sha256 than the "
@@ -165,12 +177,6 @@ def _list_source(path: str) -> list[tuple[str, int]]:
     return [(str(f.relative_to(p.parent)), f.stat().st_size) for f in files]
 
 
-def _read_file(path: str, offset: int, size: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(size)
-
-
 def fetch_source(path: str, origin: str, digest: str, root: Path) -> Path:
     """A checkpoint or GGUF source that is not on this node, copied from the node that
     named it (the one `build` or `up` ran on) into <store>/.sources/<digest>/, resumable,
@@ -183,22 +189,10 @@ def fetch_source(path: str, origin: str, digest: str, root: Path) -> Path:
     if final.exists() and source_digest(final) == digest:
         return final
     listing = ray.get(ray.remote(_list_source).options(**on_node(origin)).remote(path))
-    read = ray.remote(_read_file)
     for rel, size in listing:
-        dest = root / ".sources" / digest / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        have = dest.stat().st_size if dest.exists() else 0
-        if have > size:
-            dest.unlink()
-            have = 0
-        with open(dest, "ab") as f:
-            while have < size:
-                data = ray.get(read.options(**on_node(origin)).remote(
-                    str(Path(path).parent / rel), have, min(CHUNK_BYTES, size - have)))
-                if not data:
-                    raise ArtifactError(f"source {rel} ended at {have} bytes on its node")
-                f.write(data)
-                have += len(data)
+        for _ in _copy(origin, str(Path(path).parent / rel), root / ".sources" / digest / rel,
+                       size):
+            pass
     got = source_digest(final)
     if got != digest:
         shutil.rmtree(root / ".sources" / digest, ignore_errors=True)
