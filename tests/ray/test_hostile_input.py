@@ -93,6 +93,24 @@ def test_openai_client_with_and_without_the_key(endpoint):
 
 # -- body size -----------------------------------------------------------------------------
 
+def test_a_field_no_pool_honours_is_refused_naming_it(endpoint):
+    """A field that would change the answer is a 400 naming it, not an answer that ignored
+    it; fields without effect pass (also run on the real llama.cpp pools)."""
+    import openai
+
+    c = openai.OpenAI(base_url=f"{endpoint}/v1", api_key=KEY, max_retries=0)
+    msgs = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model=MODEL, max_tokens=2, logprobs=True, messages=msgs)
+    assert e.value.body["param"] == "logprobs"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model=MODEL, max_tokens=2, prompt="hi", echo=True)
+    assert e.value.body["param"] == "echo"
+    r = c.chat.completions.create(model=MODEL, max_tokens=2, user="u-1", store=False,
+                                  messages=msgs)
+    assert r.choices[0].finish_reason in ("length", "stop")
+
+
 def test_body_over_the_limit_is_413(endpoint):
     status, body, _ = post(endpoint + "/v1/completions",
                            {"model": MODEL, "prompt": "x" * (MAX_BODY + 1)}, AUTH)

@@ -16,7 +16,8 @@ from tests.ray.serve_util import build_demo, deploy, free_port, get, post
 
 # The suite's tests, collected here again with this module's `endpoint`.
 from tests.ray.test_hostile_input import (  # noqa: F401
-    operations, test_any_bytes_get_an_openai_error,
+    operations, test_a_field_no_pool_honours_is_refused_naming_it,
+    test_any_bytes_get_an_openai_error,
     test_any_json_body_gets_an_answer_or_an_openai_error, test_body_over_the_limit_is_413,
     test_chunked_body_without_length_is_cut_at_the_limit,
     test_keyed_paths_refuse_without_the_key, test_schemathesis)
