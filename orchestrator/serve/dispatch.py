@@ -103,8 +103,13 @@ class Dispatcher:
         views = self.ledger.views()
         now = self.clock()
         self.suspect = {k: t for k, t in self.suspect.items() if t > now}
-        healthy = [v for v in views if v.id not in self.suspect]
-        return healthy or views
+        # Suspects are left out of their own pool unless all of it is suspect: a pool whose
+        # every replica failed lately is still the only one a pinned request may use.
+        out = []
+        for dep in self.pools:
+            mine = [v for v in views if v.pool == dep]
+            out += [v for v in mine if v.id not in self.suspect] or mine
+        return out
 
     def pass_over(self, replica: str) -> None:
         """A replica that just failed a request: no request goes to it for SUSPECT_S (Serve

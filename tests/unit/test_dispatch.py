@@ -229,3 +229,21 @@ def test_no_demand_counted_while_every_pool_has_replicas():
 
     asyncio.run(go())
     assert not any(h.d.take_refused().values())
+
+
+def test_a_pool_whose_every_replica_is_suspect_still_serves_its_pinned_requests():
+    """Suspects are passed over within their own pool only: with both 4-bit replicas
+    suspect and the F16 one healthy, a request pinned to 4-bit still goes to a 4-bit
+    replica instead of a 503."""
+    h = Harness()
+    h.d.pass_over("b1")
+    h.d.pass_over("b2")
+
+    async def go():
+        s = await h.d.start(rr("awq_int4"), req())
+        return s.replica, await drain(h.d, s)
+
+    replica, chunks = asyncio.run(go())
+    assert replica in ("b1", "b2") and chunks[-1].finish_reason == "length"
+    # an unpinned request still prefers the healthy pool's replica
+    assert asyncio.run(h.d.start(rr(), req("r2"))).replica == "a1"
