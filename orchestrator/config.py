@@ -53,6 +53,9 @@ class CPUSpec(_Spec):
         20.0, gt=0, description="memory bandwidth the cores reach, GB/s")
     peak_tflops: float = Field(
         0.3, gt=0, description="effective matmul TFLOP/s llama.cpp reaches on these cores")
+    isa: Literal["sse4.2", "avx2", "avx512"] = Field(
+        "avx2", description="instruction set that binaries compiled for this node type use "
+                            "(llama-server); every node of the type must have it")
 
 
 class PoolScalingSpec(_Spec):
@@ -100,6 +103,38 @@ class AutoscalingSpec(_Spec):
         return self
 
 
+class UpstreamSpec(_Spec):
+    """An OpenAI-compatible server a pool fronts (docs/backends.md): one that the replica
+    starts from `command`, or one that already runs on the node at `url`."""
+
+    command: list[str] | None = Field(
+        None, min_length=1, description="argv the replica starts; {port} is a free port on "
+        "127.0.0.1 it picks, {model} the node type's GGUF artifact, {threads} its cores")
+    url: str | None = Field(
+        None, description="the server's base URL (default with command: "
+                          "http://127.0.0.1:{port}); without command, a server already "
+                          "running on the node")
+    served_model: str = Field("model", min_length=1,
+                              description="the name the server knows the model by")
+    max_batch: int = Field(1, gt=0, description="sequences the server decodes at once")
+    context: int | None = Field(None, gt=0, description="tokens one sequence may hold there "
+                                                        "(default: the plan's)")
+    health_path: str = Field("/v1/models", pattern=r"^/",
+                             description="answers 200 once the server is ready")
+    api_key_env: str | None = Field(
+        None, description="environment variable on the node holding the server's API key")
+    start_timeout_s: float = Field(600.0, gt=0, description="how long it may take to be ready")
+
+    @model_validator(mode="after")
+    def _command_or_url(self):
+        if self.command is None and self.url is None:
+            raise ValueError("set command (a server the replica starts) or url (one that "
+                             "already runs on the node)")
+        if self.command is None and "{port}" in (self.url or ""):
+            raise ValueError("url has {port} but there is no command to start on it")
+        return self
+
+
 class NodeTypeSpec(_Spec):
     name: str = Field(pattern=_NAME, description="node type name; also its Ray resource "
                       f"{GPU_GROUP_PREFIX}<name>")
@@ -118,6 +153,9 @@ class NodeTypeSpec(_Spec):
     precisions: list[str] | None = Field(
         None, description="only consider these precisions (e.g. the checkpoints you have)")
     backends: list[str] | None = Field(None, description="only consider these backends")
+    upstream: UpstreamSpec | None = Field(
+        None, description="the OpenAI-compatible server this node type's pool fronts, for "
+                          "the backends that front one")
     autoscaling: PoolScalingSpec | None = Field(
         None, description="autoscale this node type's pool within these bounds")
 
@@ -161,6 +199,14 @@ class NodeTypeSpec(_Spec):
             raise ValueError("'gpus_per_node' applies to GPU node types; remove it with 'cpu'")
         if len(self.addresses) > self.count:
             raise ValueError(f"{len(self.addresses)} addresses for count {self.count}")
+        listed = [BACKENDS[b] for b in self.backends or ()]
+        for b in listed:
+            if (why := b.check_node(self)) is not None:
+                raise ValueError(why)
+        if self.upstream is not None and not any(b.fronts_upstream for b in listed):
+            raise ValueError("upstream is set but no backend in backends fronts one: "
+                             "add " + " or ".join(b.id for b in BACKENDS.values()
+                                                  if b.fronts_upstream))
         return self
 
     @property
@@ -321,49 +367,6 @@ def load_cluster_spec(path: str | Path) -> ClusterSpec:
     try:
         return ClusterSpec.model_validate(data)
     except ValidationError as e:
+        from orchestrator.config_errors import format_validation_error
+
         raise SpecError(format_validation_error(path, e, data)) from None
-
-
-def format_validation_error(path: Path, err: ValidationError, data: Any) -> str:
-    lines = [f"{path}: invalid cluster spec ({err.error_count()} problem(s))"]
-    for e in err.errors():
-        loc = _describe_loc(e["loc"], data)
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            valid = _fields_at(e["loc"][:-1])
-            msg = f"unknown field {e['loc'][-1]!r}; valid fields: {', '.join(valid)}"
-        elif e["type"] == "literal_error":
-            msg = f"{msg} (got {e['input']!r})"
-        elif e["type"] not in ("value_error", "missing") and "input" in e:
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
-def _describe_loc(loc: tuple, data: Any) -> str:
-    """'node_types[1] (rtx-3090-x2).gpu' rather than 'node_types.1.gpu'."""
-    out, node = "", data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            if isinstance(node, dict) and isinstance(node.get("name"), str):
-                out += f" ({node['name']})"
-        else:
-            out += f".{part}" if out else str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out or "(top level)"
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    model: type[BaseModel] = ClusterSpec
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        ann = model.model_fields[part].annotation
-        for cand in (NodeTypeSpec, PlannerSpec, CPUSpec, ArtifactsSpec, ServingSpec,
-                     AutoscalingSpec, PoolScalingSpec):
-            if cand is ann or cand in getattr(ann, "__args__", ()):
-                model = cand
-                break
-    return list(model.model_fields)

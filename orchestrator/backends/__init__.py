@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from orchestrator.backends.base import Backend, BuildSpec, Calibration
 from orchestrator.backends.llamacpp import LlamaCpp
+from orchestrator.backends.llamaserver import LlamaServer
 from orchestrator.backends.simulated import Simulated
 from orchestrator.backends.trtllm import Trtllm
+from orchestrator.backends.upstream import Upstream
 from orchestrator.backends.vllm import Vllm
 from orchestrator.errors import UnknownNameError
 
@@ -15,7 +17,8 @@ __all__ = ["BACKENDS", "BACKEND_ORDER", "Backend", "BuildSpec", "Calibration",
            "get_backend", "serving_backend"]
 
 # Order is the preference when the planner's estimates tie.
-BACKENDS: dict[str, Backend] = {b.id: b for b in (Trtllm(), Vllm(), LlamaCpp())}
+BACKENDS: dict[str, Backend] = {b.id: b for b in (Trtllm(), Vllm(), LlamaCpp(), LlamaServer(),
+                                                  Upstream())}
 BACKEND_ORDER = list(BACKENDS)
 
 

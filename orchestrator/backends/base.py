@@ -115,6 +115,7 @@ class Backend:
     calibration: ClassVar[tuple[Calibration, ...]] = ()
     calibration_from: ClassVar[str | None] = None  # borrow another backend's fit
     notes: ClassVar[str] = ""
+    fronts_upstream: ClassVar[bool] = False  # serves through a node type's `upstream`
     engine_class: ClassVar[str]  # "module:Class", imported only where a replica runs it
 
     # -- facts ---------------------------------------------------------------------------
@@ -125,6 +126,19 @@ class Backend:
         if cpu:
             return precision_id in self.cpu_support and (opted_in or not self.cpu_opt_in)
         return precision_id in self.gpu_support
+
+    def check_node(self, node: NodeTypeSpec) -> str | None:
+        """Why a node type that lists this backend is not valid for it, or None."""
+        return None
+
+    def concurrency(self, kv_tokens: int, typical_sequence: int, min_context: int) -> int:
+        """Sequences the planner expects one replica to decode together."""
+        return max(1, min(self.max_batch, kv_tokens // typical_sequence))
+
+    def replica_batch(self, choice) -> int:
+        """Sequences one replica of this plan decodes together at most (the router's and
+        Serve's bound); a backend that sizes its batch per plan returns the plan's."""
+        return self.max_batch
 
     # -- build ---------------------------------------------------------------------------
     def build_params(self, n: NodePlan, plan: Plan, node: NodeTypeSpec,
@@ -141,9 +155,10 @@ class Backend:
             raise MissingExtraError(self.dists[0], self.extra)
         return v
 
-    def build(self, spec: BuildSpec, out: Path) -> list[str]:
+    def build(self, spec: BuildSpec, out: Path, cache: Path | None = None) -> list[str]:
         """Write the artifact into the fresh directory `out`; return notes for the
-        manifest. The runner hashes and commits what is there."""
+        manifest. The runner hashes and commits what is there. `cache`: a directory of the
+        store's that outlives builds (a compiled binary several artifacts share)."""
         raise NotImplementedError
 
     # -- serve ---------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class LlamaCpp(Backend):
         return f"quantize {spec.source_kind} -> {spec.params['gguf_type']}" + (
             " (imatrix)" if spec.params.get("needs_imatrix") else "")
 
-    def build(self, spec: BuildSpec, out: Path) -> list[str]:
+    def build(self, spec: BuildSpec, out: Path, cache: Path | None = None) -> list[str]:
         try:
             import llama_cpp
         except ImportError:

@@ -19,7 +19,7 @@ class Simulated(Backend):
 
         c = n.choice
         return {"speeds": c.speed_model.speeds(), "kv_capacity_tokens": c.memory.kv_tokens,
-                "max_batch": get_backend(c.backend).max_batch, "time_scale": self.time_scale}
+                "max_batch": get_backend(c.backend).replica_batch(c), "time_scale": self.time_scale}
 
     def placement(self, n):
         # a timing model holds no device; the group resource still pins it to its node type

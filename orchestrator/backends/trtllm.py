@@ -71,7 +71,7 @@ class Trtllm(Backend):
         return (f"engine {p['quant_algo'] or p['dtype']}, TP {spec.tp}, batch "
                 f"{p['max_batch_size']}, input {p['max_input_len']}, seq {p['max_seq_len']}")
 
-    def build(self, spec: BuildSpec, out: Path) -> list[str]:
+    def build(self, spec: BuildSpec, out: Path, cache: Path | None = None) -> list[str]:
         try:
             import tensorrt_llm  # noqa: F401
         except ImportError:

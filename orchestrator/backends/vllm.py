@@ -62,7 +62,7 @@ class Vllm(Backend):
             params["convert_from_gguf"] = True
         return kind, params
 
-    def build(self, spec: BuildSpec, out: Path) -> list[str]:
+    def build(self, spec: BuildSpec, out: Path, cache: Path | None = None) -> list[str]:
         params = dict(spec.params)
         notes = ["vLLM loads the checkpoint at start-up; nothing is compiled ahead"]
         model = need_source(spec)

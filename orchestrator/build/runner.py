@@ -89,7 +89,9 @@ def execute(spec: BuildSpec, store_root: str | None, force: bool = False,
                             **where)
     tmp = store.new_tmp(key)
     try:
-        notes = fetched + builder.build(spec, tmp)
+        # The node's own cache, whatever store this build writes to: a compiled binary is
+        # content-addressed, so every store on the node shares one compile.
+        notes = fetched + builder.build(spec, tmp, default_store() / ".cache")
         files = {str(p.relative_to(tmp)): FileEntry(sha256=sha256_file(p),
                                                     bytes=p.stat().st_size)
                  for p in sorted(tmp.rglob("*")) if p.is_file()}

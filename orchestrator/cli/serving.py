@@ -50,6 +50,8 @@ def up(cluster_path, address, host, port, model, public_name, policy, simulated_
     base, name = served.base, served.model
     con.print(f"[bold green]serving {name}[/] at {base}/v1 "
               f"({', '.join(f'{k}: {v} replica(s)' for k, v in served.replicas.items())})")
+    for dep, what in served.engines.items():
+        con.print(f"  {dep}: {what}")
     if sample:
         from openai import OpenAI
 

@@ -40,12 +40,14 @@ class NodeRequest:
     objective: str | None = None  # this node type's own; None: the planner's
     precisions: tuple[str, ...] | None = None
     backends: tuple[str, ...] | None = None
+    max_batch: int | None = None  # what an upstream server says it decodes at once
 
 
 def request_of(nt: NodeTypeSpec) -> NodeRequest:
     return NodeRequest(nt.name, hardware_of(nt), nt.count, nt.objective,
                        tuple(nt.precisions) if nt.precisions else None,
-                       tuple(nt.backends) if nt.backends else None)
+                       tuple(nt.backends) if nt.backends else None,
+                       nt.upstream.max_batch if nt.upstream else None)
 
 
 def plan_cluster(spec: ClusterSpec, *, model: str | None = None, objective: str | None = None,
@@ -193,7 +195,8 @@ def _memory_rejection(precision, backend, ps, layout, fit, need_kv) -> Rejection
 def _choice(req, model, ps, backend, precision, layout, fit, source) -> Choice:
     sp = speeds(layout, backend, model, precision, fit.weights_bytes, fit.kv_bytes_per_token)
     seed_ctx = SEED_PROMPT + SEED_OUTPUT / 2
-    batch = max(1, min(backend.max_batch, fit.kv_tokens // ps.typical_sequence))
+    batch = backend.concurrency(fit.kv_tokens, ps.typical_sequence, ps.min_context)
+    batch = min(batch, req.max_batch) if req.max_batch else batch
     typical_ctx = ps.typical_sequence / 2
     replicas = 1 if req.hw.is_cpu else req.hw.gpus // layout.size
     batched = sp.decode_tokens_per_s(batch, typical_ctx)

@@ -80,7 +80,7 @@ def view_from_plan(n: NodePlan, replica_id: str, *, max_waiting: int = MAX_WAITI
     c = n.choice
     return ReplicaView(
         id=replica_id, pool=n.node_type, precision=c.precision, quality_rank=c.quality_rank,
-        speeds=c.speed_model.speeds(), max_batch=BACKENDS[c.backend].max_batch,
+        speeds=c.speed_model.speeds(), max_batch=BACKENDS[c.backend].replica_batch(c),
         kv_capacity_tokens=c.memory.kv_tokens,
         max_context=max_context if max_context is not None else c.memory.max_context,
         chunked_prefill=c.perf.chunked_prefill,

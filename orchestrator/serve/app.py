@@ -66,7 +66,7 @@ def build_app(args: AppArgs):
         handles[dep] = serve.deployment(Pool).options(
             name=dep, **replicas, ray_actor_options=actor,
             placement_group_bundles=bundles, placement_group_strategy="STRICT_PACK",
-            max_ongoing_requests=get_backend(c.backend).max_batch + serving.max_waiting,
+            max_ongoing_requests=get_backend(c.backend).replica_batch(c) + serving.max_waiting,
             request_router_config=RequestRouterConfig(
                 request_router_class=PoolRouter,
                 request_routing_stats_period_s=ROUTING_STATS_PERIOD_S),

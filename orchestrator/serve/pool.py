@@ -144,6 +144,10 @@ class Pool:
         # failed load keeps its record (Serve calls this after a constructor raised, too).
         if getattr(self, "loaded", False):
             loads.forget(self.app, self.dep, self.replica)
+        # an engine that runs a server process of its own stops it now, by process id
+        terminate = getattr(getattr(self, "engine", None), "terminate", None)
+        if terminate is not None:
+            terminate()
 
     def _prepare(self, req: PoolRequest) -> GenerateRequest:
         chat = req.prompt is None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.backends import serving_backend
 from orchestrator.errors import UserError
 from orchestrator.serve import auth, lifecycle
 from orchestrator.serve.contract import Deferred, app_args, deployment_name
@@ -34,6 +35,7 @@ class Served:
     replicas: dict[str, int]  # deployment -> live replicas
     key: str | None  # the first API key, for a sample request
     warnings: list[str] = field(default_factory=list)
+    engines: dict[str, str] = field(default_factory=dict)  # deployment -> what it runs
 
 
 def endpoint(host: str, port: int) -> str:
@@ -108,8 +110,11 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
     except lifecycle.PoolFailed as e:
         raise UserError(f"{e}. Pools that loaded keep serving: `orchestrator status` "
                         "shows them, `orchestrator down` stops the service") from None
+    engines = {deployment_name(n.node_type): f"{n.choice.precision_display} on "
+               f"{serving_backend(args.engine or n.choice.backend).display}"
+               for n in args.plan.pools()}
     return Served(base, args.public_name, health["replicas"], keys[0] if keys else None,
-                  warnings)
+                  warnings, engines)
 
 
 def loading_line(health) -> str:

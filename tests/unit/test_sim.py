@@ -167,3 +167,27 @@ def test_the_simulator_bounds_queues_and_scores_slos_as_the_live_endpoint_does(m
         defaults.MAX_WAITING, defaults.SLO_TTFT_S, defaults.SLO_TPOT_S)
     r = RouteRequest(1, 1)
     assert (r.slo_ttft_s, r.slo_tpot_s) == (defaults.SLO_TTFT_S, defaults.SLO_TPOT_S)
+
+
+def test_a_llama_server_pool_batches_in_the_simulator_where_llama_cpp_queues():
+    """The same node type planned on llama-server (slots) and on llama-cpp-python (one at a
+    time): the simulator decodes the planned slots together, so eight requests at once
+    finish sooner in all and the last one's first token comes earlier."""
+    def node(backend):
+        return cluster(node_type(name="cpu-a", gpu=None, gpus_per_node=None, interconnect=None,
+                                 cpu={"cores": 1, "memory_gb": 1.0, "peak_tflops": 0.29,
+                                      "memory_bandwidth_gbs": 16},
+                                 backends=[backend]),
+                       model="gemma-3-270m", planner={"min_context": 2048})
+
+    reqs = [TraceRequest(0.0, 512, 256) for _ in range(8)]
+    out = {}
+    for backend in ("llamaserver", "llamacpp"):
+        plan = plan_cluster(ClusterSpec.model_validate(node(backend)))
+        reps, done = run(plan, reqs)
+        assert reps[0].view.max_batch == plan.node_types[0].choice.perf.batch
+        out[backend] = (max(r.finish_s for r in done), max(r.first_token_s for r in done),
+                        reps[0].view.max_batch)
+    assert out["llamaserver"][2] > 1 and out["llamacpp"][2] == 1
+    assert out["llamaserver"][0] < out["llamacpp"][0] / 2
+    assert out["llamaserver"][1] < out["llamacpp"][1]
