@@ -3,6 +3,7 @@ row, and the markdown table they print."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 import urllib.request
@@ -60,3 +61,13 @@ def wait_for_models(url: str, timeout_s: float = 120, period_s: float = 0.5) -> 
             pass
         time.sleep(period_s)
     raise TimeoutError(url)
+
+
+def seed_args(doc: str, runs: int):
+    """The command line the seed-method benchmarks share: --runs, --concurrency, --json."""
+    ap = argparse.ArgumentParser(description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--json", dest="json_out")
+    return ap.parse_args()

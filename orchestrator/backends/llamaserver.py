@@ -93,6 +93,8 @@ def server_command(binary: str, model_path: str, port: int, *, slots: int,
            "--metrics", "--slots", "--no-webui", "-a", "model",
            # a prompt over its slot's context is refused, not silently cut at the front
            "--no-context-shift",
+           # flash attention: +5 % aggregate at 8 slots on the demo (benchmarks/README.md)
+           "-fa",
            # HTTP threads: every slot's stream, plus the health and load probes
            "--threads-http", str(slots + 4)]
     if threads:

@@ -280,12 +280,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+try:  # bound here, not in the child: between fork and exec only the call itself runs
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the process group alone is what stops it
+    _PRCTL = None
+
+
 def _die_with_parent() -> None:
     """In the child before exec: the kernel kills the upstream when the replica dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 class SupervisedUpstream(UpstreamEngine):

@@ -84,9 +84,10 @@ def replicas(base: str) -> dict[str, int]:
     return {dep: len(p["replicas"]) for dep, p in get(f"{base}/status")[1]["pools"].items()}
 
 
-def build_demo(store):
+def build_demo(store, backend: str | None = None):
     """The demo's plan (clusters/local.yaml) and its artifacts, built into `store`:
-    {node type: artifact path}."""
+    {node type: artifact path}. `backend`: every node type on that one instead of the
+    demo's (the real-engine suites run on llama-server and on llama-cpp-python)."""
     from orchestrator.build.runner import run_builds
     from orchestrator.build.spec import build_specs
     from orchestrator.config import load_cluster_spec
@@ -94,6 +95,9 @@ def build_demo(store):
     from tests.conftest import CLUSTERS
 
     spec = load_cluster_spec(CLUSTERS / "local.yaml")
+    if backend is not None:
+        spec = spec.model_copy(update={"node_types": [
+            nt.model_copy(update={"backends": [backend]}) for nt in spec.node_types]})
     plan = plan_cluster(spec)
     outcomes = run_builds(build_specs(plan, spec), store)
     assert all(o.ok for o in outcomes), outcomes

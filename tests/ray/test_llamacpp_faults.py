@@ -1,5 +1,6 @@
 """Faults and bad input on the real llama.cpp pools (Gemma 3 270M, F16 and Q4_K_M, two
-emulated CPU node types): engines loaded before the endpoint says ready, clients that leave
+emulated CPU node types), once on llama-server (the demo's backend) and once on
+llama-cpp-python: engines loaded before the endpoint says ready, clients that leave
 (200 before their first token, one mid-stream) free everything at once, the request's own
 faults are 400s that hold nothing against a replica, a corrupted artifact fails its pool at
 start with the reason, and a first-token timeout ends in 504 with the engine freed.
@@ -28,13 +29,13 @@ MODEL = "gemma-3-270m"
 CONTEXT = 1024
 
 
-@pytest.fixture(scope="module")
-def stack(ray_cluster, tmp_path_factory):
+@pytest.fixture(scope="module", params=["llamaserver", "llamacpp"])
+def stack(request, ray_cluster, tmp_path_factory):
     pytest.importorskip("llama_cpp", reason="llamacpp extra not installed")
     from ray import serve
 
     store = tmp_path_factory.mktemp("store")
-    plan, artifacts = build_demo(store)
+    plan, artifacts = build_demo(store, request.param)
     app = build_app(AppArgs(plan=plan, model_name=MODEL, artifacts=artifacts,
                             serving=ServingSpec(max_waiting=64, max_context=CONTEXT)))
     port = free_port()

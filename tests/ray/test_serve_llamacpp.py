@@ -1,6 +1,7 @@
-"""The real demo: two llama.cpp pools of Gemma 3 270M (F16 and Q4_K_M, built with
-llama.cpp's quantizer) on two emulated CPU node types, behind one endpoint, spoken to with
-the official openai client."""
+"""The real demo: two pools of Gemma 3 270M (F16 and Q4_K_M, built with llama.cpp's
+quantizer) on two emulated CPU node types, behind one endpoint, spoken to with the official
+openai client; once on llama.cpp's llama-server (the demo's backend: the binary compiled
+for the node type, continuous batching over slots) and once on llama-cpp-python."""
 
 import pytest
 
@@ -15,13 +16,14 @@ NODES = {"cpu-quality": {"CPU": 1, "gpu_group:cpu-quality": 1},
 MODEL = "gemma-3-270m"
 
 
-@pytest.fixture(scope="module")
-def client(ray_cluster, tmp_path_factory):
+@pytest.fixture(scope="module", params=["llamaserver", "llamacpp"])
+def client(request, ray_cluster, tmp_path_factory):
     pytest.importorskip("llama_cpp", reason="llamacpp extra not installed")
     from openai import OpenAI
     from ray import serve
 
-    plan, artifacts = build_demo(tmp_path_factory.mktemp("store"))
+    plan, artifacts = build_demo(tmp_path_factory.mktemp("store"), request.param)
+    assert {n.choice.backend for n in plan.pools()} == {request.param}
     app = build_app(AppArgs(plan=plan, model_name=MODEL, artifacts=artifacts))
     base = deploy(app, free_port())
     yield OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0), base

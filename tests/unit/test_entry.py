@@ -18,11 +18,11 @@ def plan():
     return plan_cluster(load_cluster_spec(CLUSTERS / "local.yaml"))
 
 
-def _artifact(store, key, node_type, precision, built_at):
+def _artifact(store, key, node_type, precision, built_at, backend="llamaserver"):
     tmp = store.new_tmp(key)
     (tmp / "model.gguf").write_bytes(b"x")
     store.commit(tmp, Manifest(
-        key=key, inputs={}, node_type=node_type, backend="llamacpp", backend_version="1",
+        key=key, inputs={}, node_type=node_type, backend=backend, backend_version="1",
         arch="cpu", precision=precision, model="gemma-3-270m",
         files={"model.gguf": FileEntry(sha256="0" * 64, bytes=1)}, tool_versions={},
         built_on="h", built_at=built_at, build_seconds=0))
@@ -34,6 +34,8 @@ def test_newest_matching_artifact_per_pool(plan, tmp_path):
     _artifact(store, "new", "cpu-quality", "f16", 2)
     _artifact(store, "wrongprec", "cpu-throughput", "f16", 3)
     _artifact(store, "q4", "cpu-throughput", "q4_k_m", 1)
+    _artifact(store, "otherbackend", "cpu-throughput", "q4_k_m", 4, backend="llamacpp")
+    assert {n.choice.backend for n in plan.pools()} == {"llamaserver"}  # the demo's
     got = entry.newest_artifacts(plan, str(tmp_path))
     assert got == {"cpu-quality": str(tmp_path / "new"), "cpu-throughput": str(tmp_path / "q4")}
 

@@ -26,7 +26,7 @@ def test_cpu_flags_name_one_instruction_set_and_never_native():
     assert "-DGGML_AVX512=OFF" in flags and "-DGGML_AMX_INT8=OFF" in flags
     assert "-DGGML_AVX512=ON" in binsrc.cmake_flags({"isa": "avx512"})
     assert binsrc.cmake_flags({"isa": "avx2"}) != binsrc.cmake_flags({"isa": "sse4.2"})
-    with pytest.raises(UserError, match="valid: sse4.2, avx2, avx512"):
+    with pytest.raises(UserError, match="valid: sse4.2, avx2, avx512, avx512-vnni"):
         binsrc.cmake_flags({"isa": "native"})
 
 
@@ -43,10 +43,12 @@ def test_the_binary_key_follows_source_version_and_flags():
 
 
 def test_a_node_without_the_instruction_set_refuses_the_build():
-    with pytest.raises(UserError, match="lacks avx512f, avx512bw, avx512vl"):
-        binsrc.check_runs_here({"isa": "avx512"},
-                               {"avx", "avx2", "fma", "f16c", "bmi2", "sse4_2"})
-    binsrc.check_runs_here({"isa": "avx2"}, {"avx", "avx2", "fma", "f16c", "bmi2"})
+    avx2 = {"avx", "avx2", "fma", "f16c", "bmi2", "sse4_2"}
+    with pytest.raises(UserError, match="lacks avx512f, avx512cd, avx512vl"):
+        binsrc.check_runs_here({"isa": "avx512"}, avx2)
+    binsrc.check_runs_here({"isa": "avx2"}, avx2)
+    vnni = binsrc.cmake_flags({"isa": "avx512-vnni"})
+    assert "-DGGML_AVX512_VNNI=ON" in vnni and "-DGGML_AMX_INT8=OFF" in vnni
 
 
 def test_the_plan_sizes_slots_to_the_kv_room_and_each_slot_holds_min_context():

@@ -84,7 +84,8 @@ def test_mixed_cluster_f16_on_a100_4bit_on_3090():
 def test_local_cluster_two_cpu_pools_at_different_precisions():
     plan = plan_cluster(load_cluster_spec(CLUSTERS / "local.yaml"))
     got = {n.node_type: (n.choice.precision, n.choice.backend) for n in plan.node_types}
-    assert got == {"cpu-quality": ("f16", "llamacpp"), "cpu-throughput": ("q4_k_m", "llamacpp")}
+    assert got == {"cpu-quality": ("f16", "llamaserver"),
+                   "cpu-throughput": ("q4_k_m", "llamaserver")}
 
 
 def test_kv_cache_arithmetic_matches_facts():
@@ -175,7 +176,7 @@ def test_a_plan_serialized_with_policy_still_loads():
 
 
 def test_calibrated_efficiencies_are_fractions():
-    for b in ("trtllm", "vllm", "llamacpp"):
+    for b in ("trtllm", "vllm", "llamacpp", "llamaserver"):
         assert 0.3 < decode_efficiency(b) < 1.0
         assert 0.3 < prefill_efficiency(b) < 1.0
     assert decode_efficiency("trtllm") == decode_efficiency("vllm")
