@@ -38,3 +38,11 @@ def test_every_makefile_install_reads_the_constraints():
     for line in (ROOT / "Makefile").read_text().splitlines():
         if "PIP) install" in line and "--upgrade pip" not in line:
             assert "$(PINS)" in line, line
+
+
+def test_llama_server_compiles_the_pinned_llama_cpp_sources():
+    """The llama-server binary is built from llama-cpp-python's sdist: the same version as
+    the installed engine, so both pools of a node run one llama.cpp."""
+    from orchestrator.backends import llama_server_bin
+
+    assert llama_server_bin.SDIST_VERSION == pins()["llama-cpp-python"]
