@@ -15,7 +15,7 @@ from orchestrator import __version__
 from orchestrator.backends import BuildSpec, get_backend
 from orchestrator.errors import BuildFailed
 from orchestrator.build.store import (ArtifactStore, FileEntry, Manifest, build_key,
-                                      default_store, sha256_file, source_digest)
+                                      default_store, source_digest)
 
 
 class BuildOutcome(BaseModel):
@@ -92,8 +92,7 @@ def execute(spec: BuildSpec, store_root: str | None, force: bool = False,
         # The node's own cache, whatever store this build writes to: a compiled binary is
         # content-addressed, so every store on the node shares one compile.
         notes = fetched + builder.build(spec, tmp, default_store() / ".cache")
-        files = {str(p.relative_to(tmp)): FileEntry(sha256=sha256_file(p),
-                                                    bytes=p.stat().st_size)
+        files = {str(p.relative_to(tmp)): FileEntry.of(p)
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = Manifest(
             key=key, inputs=inputs, node_type=spec.node_type, backend=spec.backend,

@@ -39,6 +39,20 @@ class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     sha256: str
     bytes: int
+    executable: bool = False  # a binary (llama-server): a node that pulls it sets the bit
+
+    @classmethod
+    def of(cls, path: Path) -> "FileEntry":
+        return cls(sha256=sha256_file(path), bytes=path.stat().st_size,
+                   executable=bool(path.stat().st_mode & 0o111))
+
+
+def restore_modes(directory: Path, manifest: "Manifest") -> None:
+    """Copies through Ray carry bytes, not modes: make the manifest's executables so."""
+    for rel, entry in manifest.files.items():
+        if entry.executable:
+            p = directory / rel
+            p.chmod(p.stat().st_mode | 0o755)
 
 
 class Manifest(BaseModel):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from orchestrator.build.store import (TMP_PREFIX, ArtifactError, ArtifactStore, Manifest,
-                                      default_store, sha256_file)
+                                      default_store, restore_modes, sha256_file)
 
 CHUNK_BYTES = 8 << 20  # per Ray task: large enough to amortize a call, small enough to resume
 KV_NAMESPACE = "orchestrator-artifacts"
@@ -153,6 +153,7 @@ def pull_steps(key: str, root: str | None = None) -> Iterator[tuple[int, int] | 
                     dest.unlink()
                     raise ArtifactError(f"{rel} arrived with another sha256 than the "
                                         "manifest's; removed, the next pull fetches it again")
+            restore_modes(partial, manifest)
             store.commit(partial, manifest)
             announce(key)
             yield Pulled(key, peer, moved, time.perf_counter() - t0)

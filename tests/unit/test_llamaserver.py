@@ -2,6 +2,8 @@
 binary runs on the build node, the plan's slots and context per slot, the command line the
 replica starts, and how its /metrics text is read."""
 
+import os
+
 import pytest
 
 from orchestrator.backends import get_backend
@@ -182,3 +184,27 @@ def test_upstream_needs_a_command_or_a_url():
         ClusterSpec.model_validate(_upstream(command=None))
     with pytest.raises(ValidationError, match="no command to start"):
         ClusterSpec.model_validate(_upstream(command=None, url="http://127.0.0.1:{port}"))
+
+
+def test_a_pulled_artifact_keeps_its_binary_executable(tmp_path):
+    """Artifacts move between nodes as bytes through Ray; the manifest says which files
+    were executable, and the node that pulls sets the bit again."""
+    from orchestrator.build.store import FileEntry, Manifest, restore_modes
+
+    built = tmp_path / "built" / "bin" / "llama-server"
+    built.parent.mkdir(parents=True)
+    built.write_bytes(b"\x7fELF")
+    built.chmod(0o755)
+    (tmp_path / "built" / "model.gguf").write_bytes(b"GGUF")
+    files = {"bin/llama-server": FileEntry.of(built),
+             "model.gguf": FileEntry.of(tmp_path / "built" / "model.gguf")}
+    assert files["bin/llama-server"].executable and not files["model.gguf"].executable
+    pulled = tmp_path / "pulled" / "bin" / "llama-server"
+    pulled.parent.mkdir(parents=True)
+    pulled.write_bytes(built.read_bytes())  # as the chunked copy writes it: mode 0644
+    pulled.chmod(0o644)
+    m = Manifest(key="k", inputs={}, node_type="n", backend="llamaserver", backend_version="1",
+                 arch="cpu", precision="q4_k_m", model="gemma-3-270m", files=files,
+                 tool_versions={}, built_on="h", built_at=0, build_seconds=0)
+    restore_modes(tmp_path / "pulled", m)
+    assert os.access(pulled, os.X_OK)
