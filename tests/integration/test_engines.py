@@ -187,7 +187,8 @@ def test_simulated_engine_follows_the_timing_model():
 
 
 def test_unknown_engine():
-    with pytest.raises(UnknownNameError, match="llamacpp, simulated, trtllm, vllm"):
+    with pytest.raises(UnknownNameError,
+                       match="llamacpp, llamaserver, simulated, trtllm, upstream, vllm"):
         serving_backend("exllama").make_engine()
 
 
