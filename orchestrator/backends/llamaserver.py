@@ -29,9 +29,11 @@ from orchestrator.models.catalog import get_model
 
 log = logging.getLogger("ray.serve")
 SERVER_FILE = "bin/llama-server"
-# llama-server's own default: a prompt is processed in chunks of this many tokens, each
-# iteration beside one decode step of every running slot (chunked prefill).
-PROMPT_CHUNK_TOKENS = 2048
+# Prompt tokens one iteration processes, over all slots, beside one decode step of every
+# running slot (chunked prefill; -b). Not llama-server's 2048: an iteration cannot be
+# interrupted, so a cancelled request's slot frees, and running slots step, only between
+# iterations, which at 2048 tokens last ~15 s on one core of the demo's machine.
+PROMPT_CHUNK_TOKENS = 512
 POLL_S = 0.5  # how often /slots and /metrics are read
 
 
@@ -94,7 +96,7 @@ def server_command(binary: str, model_path: str, port: int, *, slots: int,
            # a prompt over its slot's context is refused, not silently cut at the front
            "--no-context-shift",
            # flash attention: +5 % aggregate at 8 slots on the demo (benchmarks/README.md)
-           "-fa",
+           "-fa", "-b", str(PROMPT_CHUNK_TOKENS), "-ub", str(PROMPT_CHUNK_TOKENS),
            # HTTP threads: every slot's stream, plus the health and load probes
            "--threads-http", str(slots + 4)]
     if threads:
@@ -159,6 +161,17 @@ class LlamaServerEngine(SupervisedUpstream):
                 self.server_view = None
             await asyncio.sleep(POLL_S)
 
+    # a cancelled request's slot frees at the end of the server's iteration (seconds on a
+    # CPU); until its /slots says so, the slot stays taken here and counts as running
+    orphan_wait_s = 60.0
+
+    def let_go(self, since: float) -> bool:
+        view = self.server_view
+        if view is None or view[0] <= since:
+            return False
+        streaming = sum(1 for v in self.live.values() if v.started)
+        return view[1] + view[2] <= streaming
+
     def stats(self) -> EngineStats:
         st = super().stats()
         view = self.server_view
@@ -166,7 +179,9 @@ class LlamaServerEngine(SupervisedUpstream):
             return st
         _, decoding, prefilling = view
         queued = sum(1 for v in self.live.values() if not v.started)
-        return st.model_copy(update={"running": decoding, "waiting": queued + prefilling})
+        # the server's slots include the abandoned ones it has not let go yet
+        return st.model_copy(update={"running": max(decoding, st.running),
+                                     "waiting": queued + prefilling})
 
     async def stop(self) -> None:
         if self.poller is not None:

@@ -65,6 +65,7 @@ class UpstreamEngine(Engine):
         self.session = None
         self.slots: asyncio.Semaphore | None = None
         self.live: dict[str, _Live] = {}
+        self.orphans = 0  # abandoned requests the upstream may still be working on
         self.rate, self.progress = TokenRate(), Progress()
 
     # -- life ----------------------------------------------------------------------------
@@ -167,17 +168,43 @@ class UpstreamEngine(Engine):
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
         rid = req.request_id
         live = self.live[rid] = _Live(req.prompt_token_count(self, prompt), req.max_tokens)
+        finished = False
         try:
-            async with self.slots:
-                live.started = True
-                self.progress.mark()
-                async for c in self._stream(req, prompt, live):
-                    yield c
+            await self.slots.acquire()
+            live.started = True
+            self.progress.mark()
+            async for c in self._stream(req, prompt, live):
+                yield c
+            finished = True
         finally:
             self.live.pop(rid, None)
             if live.response is not None:
                 live.response.close()  # the upstream sees the connection go and stops
+            if live.started:
+                if finished or live.response is None:
+                    self.slots.release()
+                else:  # it may still hold its slot there: count it until it is let go
+                    self.orphans += 1
+                    asyncio.get_running_loop().create_task(self._release_when_let_go())
             self.progress.mark()
+
+    async def _release_when_let_go(self) -> None:
+        since = time.monotonic()
+        try:
+            while time.monotonic() - since < self.orphan_wait_s and not self.let_go(since):
+                await asyncio.sleep(0.1)
+        finally:
+            self.orphans -= 1
+            self.slots.release()
+
+    # A plain OpenAI server says nothing of its slots: a short grace for it to see the
+    # closed connection (llama-server polls its sockets every second).
+    orphan_wait_s = 1.5
+
+    def let_go(self, since: float) -> bool:
+        """Whether the upstream, as seen after `since`, no longer works on more requests
+        than this replica streams from it."""
+        return False
 
     async def _stream(self, req: GenerateRequest, prompt: str, live: _Live
                       ) -> AsyncIterator[Chunk]:
@@ -191,6 +218,8 @@ class UpstreamEngine(Engine):
         live.response = resp
         if resp.status != 200:
             text = (await resp.text())[:500]
+            resp.close()
+            live.response = None  # answered: nothing of it runs there
             if 400 <= resp.status < 500 and resp.status != 429:
                 raise RequestError(f"the engine refused the request: {_message(text)}")
             raise EngineFault(f"upstream answered HTTP {resp.status}: {_message(text)}")
@@ -239,7 +268,7 @@ class UpstreamEngine(Engine):
         waiting = [v for v in live if not (v.started and v.decoded > 0)]
         used = sum(v.prompt_tokens + v.decoded for v in live if v.started)
         return EngineStats(
-            running=len(running), waiting=len(waiting),
+            running=len(running) + self.orphans, waiting=len(waiting),
             waiting_prefill_tokens=sum(v.prompt_tokens for v in waiting),
             waiting_output_tokens=sum(v.max_tokens for v in waiting),
             decode_tokens_left=sum(max(v.max_tokens - v.decoded, 0) for v in running),
