@@ -45,6 +45,7 @@ class _Live:
     max_tokens: int
     decoded: int = 0
     started: bool = False  # holds one of the upstream's slots
+    sent: bool = False  # the upstream may be working on it (sent, and not answered)
     response: object | None = None  # the HTTP response, closed on cancel
 
 
@@ -181,7 +182,7 @@ class UpstreamEngine(Engine):
             if live.response is not None:
                 live.response.close()  # the upstream sees the connection go and stops
             if live.started:
-                if finished or live.response is None:
+                if finished or not live.sent:
                     self.slots.release()
                 else:  # it may still hold its slot there: count it until it is let go
                     self.orphans += 1
@@ -210,16 +211,20 @@ class UpstreamEngine(Engine):
                       ) -> AsyncIterator[Chunk]:
         import aiohttp
 
+        # Sent from here on: a client that leaves before the answer's headers (llama-server
+        # sends them with the first token) leaves a task there that is stopped only later.
+        live.sent = True
         try:
             resp = await self.session.post(f"{self.base_url}/v1/completions",
                                            json=self.body(req, prompt))
         except aiohttp.ClientError as e:
+            live.sent = False
             raise EngineFault(f"upstream unreachable: {type(e).__name__}") from None
         live.response = resp
         if resp.status != 200:
             text = (await resp.text())[:500]
             resp.close()
-            live.response = None  # answered: nothing of it runs there
+            live.sent = False  # answered: nothing of it runs there
             if 400 <= resp.status < 500 and resp.status != 429:
                 raise RequestError(f"the engine refused the request: {_message(text)}")
             raise EngineFault(f"upstream answered HTTP {resp.status}: {_message(text)}")

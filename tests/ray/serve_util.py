@@ -120,6 +120,17 @@ def deploy_autoscaled(spec, model: str) -> tuple[str, dict]:
     return f"http://127.0.0.1:{port}", args.scaling
 
 
+def settled(base: str, hold_s: float = 1.5) -> bool:
+    """Idle now and still idle `hold_s` later: replicas report every half second, so a
+    first idle look may predate the cancellations that are still on their way (a
+    llama-server replica counts a left client's slot as running until the server lets
+    it go, docs/backends.md)."""
+    if not idle(base):
+        return False
+    time.sleep(hold_s)
+    return idle(base)
+
+
 def idle(base: str) -> bool:
     """Nothing in flight at the ingress, and no replica's engine waiting or running (the
     engines' own counts, which replicas report every half second)."""
