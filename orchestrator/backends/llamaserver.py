@@ -23,7 +23,7 @@ from pathlib import Path
 from orchestrator.backends import llama_server_bin as binsrc
 from orchestrator.backends.llamacpp import MAX_CONTEXT, MODEL_FILE, SEED_MASK, LlamaCpp
 from orchestrator.engines.base import EngineStats
-from orchestrator.engines.upstream import SupervisedUpstream
+from orchestrator.engines.supervised import SupervisedUpstream
 from orchestrator.hardware.catalog import get_gpu
 from orchestrator.models.catalog import get_model
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from orchestrator import __version__
 from orchestrator.backends.base import Backend, write_json
 from orchestrator.backends.llamacpp import MODEL_FILE, LlamaCpp
-from orchestrator.engines.upstream import SupervisedUpstream, UpstreamEngine
+from orchestrator.engines.supervised import SupervisedUpstream
+from orchestrator.engines.upstream import UpstreamEngine
 from orchestrator.models.catalog import get_model
 from orchestrator.models.precision import PRECISIONS
 
