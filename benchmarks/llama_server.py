@@ -74,14 +74,14 @@ def ours(spec: Path, name: str, runs: int, concs: list[int], salt: int) -> list[
 
 def q4_artifact(spec: Path):
     """The Q4_K_M pool's plan and its artifact directory in this machine's store."""
-    from orchestrator.build.spec import specs_for_file
+    from orchestrator.build.spec import default_store
     from orchestrator.build.store import ArtifactStore
     from orchestrator.planner.from_file import plan_file
 
-    _, plan = plan_file(spec)
+    cluster, plan = plan_file(spec)
     n = next(n for n in plan.pools() if n.choice.precision == "q4_k_m")
-    _, _, store = specs_for_file(spec, only=n.node_type)
-    found = ArtifactStore(store).find(n.node_type, plan.model, "q4_k_m", n.choice.backend)
+    found = ArtifactStore(default_store(cluster)).find(n.node_type, plan.model, "q4_k_m",
+                                                       n.choice.backend)
     return n, Path(found)
 
 

@@ -21,8 +21,7 @@ from typing import AsyncIterator
 from orchestrator.backends.base import Backend, BuildSpec, Calibration
 from orchestrator.engines import chat
 from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
-                                       GenerateRequest, Progress, RequestError, TokenRate,
-                                       template_error)
+                                       GenerateRequest, Progress, TokenRate)
 from orchestrator.errors import BuildFailed, MissingExtraError, UserError
 from orchestrator.models.catalog import get_model
 from orchestrator.models.precision import PRECISIONS, get_precision
@@ -172,14 +171,8 @@ class LlamaCppEngine(Engine):
 
     def render_chat(self, messages: list[dict]) -> str:
         template = self.llm.metadata.get("tokenizer.chat_template") or self.fallback_template
-        if not template:
-            raise RequestError("this model has no chat template; use /v1/completions",
-                               "messages", "chat_unsupported")
         # The GGUF's own BOS is added by the tokenizer, so the template's is left empty.
-        try:
-            return chat.render(template, messages)
-        except Exception as e:
-            raise template_error(e) from None
+        return chat.render_or_refuse(template, messages)
 
     # -- generation ----------------------------------------------------------------------
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:

@@ -150,16 +150,10 @@ class VllmEngine(Engine):
                                                           add_generation_prompt=True)
             except Exception as e:
                 raise template_error(e) from None
-        if not self.fallback_template:
-            raise RequestError("this model has no chat template; use /v1/completions",
-                               "messages", "chat_unsupported")
         from orchestrator.engines import chat
 
-        try:
-            return chat.render(self.fallback_template, messages,
-                               bos=self.tokenizer.bos_token or "")
-        except Exception as e:
-            raise template_error(e) from None
+        return chat.render_or_refuse(self.fallback_template, messages,
+                                     bos=self.tokenizer.bos_token or "")
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         from vllm import SamplingParams

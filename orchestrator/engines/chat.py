@@ -13,6 +13,20 @@ def render(template: str, messages: list[dict], bos: str = "", eos: str = "") ->
                                             eos_token=eos, add_generation_prompt=True)
 
 
+def render_or_refuse(template: str | None, messages: list[dict], bos: str = "") -> str:
+    """`render`, with the request's fault as a RequestError: no template to render with,
+    or a template that refuses these messages."""
+    from orchestrator.engines.base import RequestError, template_error
+
+    if not template:
+        raise RequestError("this model has no chat template; use /v1/completions",
+                           "messages", "chat_unsupported")
+    try:
+        return render(template, messages, bos=bos)
+    except Exception as e:
+        raise template_error(e) from None
+
+
 def _raise(message: str):
     raise ValueError(message)
 

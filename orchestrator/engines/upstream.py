@@ -20,8 +20,7 @@ from typing import AsyncIterator
 
 from orchestrator.engines import chat
 from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
-                                       GenerateRequest, Progress, RequestError, TokenRate,
-                                       template_error)
+                                       GenerateRequest, Progress, RequestError, TokenRate)
 
 log = logging.getLogger("ray.serve")
 # A GGUF's tokenizer counts prompts where the upstream has no way to: without one a prompt
@@ -137,13 +136,8 @@ class UpstreamEngine(Engine):
     def render_chat(self, messages: list[dict]) -> str:
         template = (self.vocab.metadata.get("tokenizer.chat_template")
                     if self.vocab is not None else None) or self.fallback_template
-        if not template:
-            raise RequestError("this model has no chat template; use /v1/completions",
-                               "messages", "chat_unsupported")
-        try:  # the upstream adds the BOS when it tokenizes, so the template's stays empty
-            return chat.render(template, messages)
-        except Exception as e:
-            raise template_error(e) from None
+        # the upstream adds the BOS when it tokenizes, so the template's stays empty
+        return chat.render_or_refuse(template, messages)
 
     # -- generation ----------------------------------------------------------------------
     def body(self, req: GenerateRequest, prompt: str) -> dict:
