@@ -8,10 +8,18 @@ from orchestrator.cli.common import cluster_argument, console, echo_json, main, 
 from orchestrator.defaults import SLO_TPOT_S, SLO_TTFT_S
 
 
+def _policy_names() -> list[str]:
+    from orchestrator.router.policies import POLICIES
+
+    return list(POLICIES)
+
+
 @main.command()
 @cluster_argument
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
-              help="CSV with TIMESTAMP, ContextTokens, GeneratedTokens (e.g. the Azure trace).")
+              help="A request trace: CSV with TIMESTAMP, ContextTokens, GeneratedTokens (the "
+                   "Azure traces) or JSON lines with timestamp (ms), input_length, "
+                   "output_length, hash_ids (the Mooncake traces, with prefix blocks).")
 @click.option("--synthetic", type=click.Choice(["poisson", "bursty"]),
               help="Generate arrivals instead of a trace (with --rate and --requests).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=2.0,
@@ -19,7 +27,8 @@ from orchestrator.defaults import SLO_TPOT_S, SLO_TTFT_S
 @click.option("--requests", "limit", type=click.IntRange(min=1),
               help="Use the first N requests of the trace (synthetic default 2000).")
 @click.option("--policy", "policies", multiple=True,
-              help="Routing policy (repeat for several; default: all).")
+              help="Routing policy (repeat for several; default: all but static_split): "
+                   + ", ".join(_policy_names()) + ".")
 @click.option("--rate-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="Multiply the arrival rate.")
 @click.option("--sweep", is_flag=True,
@@ -44,15 +53,32 @@ from orchestrator.defaults import SLO_TPOT_S, SLO_TTFT_S
                    "(docs/autoscaling.md); replica-seconds say what it used.")
 @click.option("--cold-start", "cold_start_s", type=click.FloatRange(min=0), default=60.0,
               show_default=True, help="With --autoscale: seconds before a new replica serves.")
+@click.option("--max-tokens", "max_tokens", type=click.IntRange(min=1),
+              help="max_tokens every simulated client sends (traces carry none); outputs "
+                   "longer than it end there. Default: 4096. The router sees only this cap "
+                   "and its own prediction of the output length, never the true length.")
+@click.option("--speed-error", metavar="E|TYPE=E,...",
+              help="The simulated replicas' true speed off the plan's estimate: 0.25 makes "
+                   "each node type 25%% faster or slower (sign drawn from --seed); "
+                   "a100-4x=-0.25,rtx3090-2x=0.25 sets each. Adds --step-noise.")
+@click.option("--step-noise", type=click.FloatRange(min=0, max=1),
+              help="Log-normal noise on each simulated phase's duration (sd of its log); "
+                   "default 0.1 with --speed-error, else 0.")
+@click.option("--trace-decisions", "decisions_path", type=click.Path(dir_okay=False),
+              help="Write every routing decision (each candidate's estimates, the choice, "
+                   "then the request's true TTFT/TPOT) as JSON lines; a single rate only.")
 @user_errors
 def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_scale, sweep,
              slo_ttft, slo_tpot, pools, pin_share, pin_precision, model, seed, as_json,
-             plot_path, autoscale, cold_start_s):
+             plot_path, autoscale, cold_start_s, max_tokens, speed_error, step_noise,
+             decisions_path):
     """Replay a trace (or a synthetic load) over the planned cluster with simulated engines.
 
     The replicas are timing models from the planner's performance model (prefill, decode,
     batching up to the KV capacity, chunked prefill or not); the routing policies are the
-    ones the live router runs.
+    ones the live router runs, seeing only what the live ingress sees (prompt tokens and
+    prefix blocks, the client's max_tokens, a predicted output length). --speed-error
+    makes the replicas disagree with the plan the router estimates from.
     """
     from rich.progress import Progress
 
@@ -63,12 +89,15 @@ def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_sc
         trace_path=trace_path, synthetic=synthetic, rate=rate, limit=limit,
         policies=tuple(policies), slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, pools=tuple(pools),
         pin_share=pin_share, pin_precision=pin_precision, model=model, seed=seed,
-        autoscale=autoscale, cold_start_s=cold_start_s))
+        autoscale=autoscale, cold_start_s=cold_start_s, max_tokens=max_tokens,
+        speed_error=speed_error, step_noise=step_noise))
     plan, scenario, names, n_requests = p.plan, p.scenario, p.policies, len(p.scenario.trace)
+    if decisions_path and sweep:
+        raise click.UsageError("--trace-decisions records one run per policy; drop --sweep")
     with Progress(transient=True, disable=as_json) as progress:
         task = progress.add_task("simulating", total=len(names))
         results = report.simulate_policies(
-            scenario, names, sweep=sweep, rate_scale=rate_scale,
+            scenario, names, sweep=sweep, rate_scale=rate_scale, decisions_path=decisions_path,
             tick=lambda name: progress.update(task, advance=1, description=name))
     if plot_path:
         report.plot(results, plot_path, f"{plan.cluster}: {plan.model_display}, TTFT "
@@ -76,6 +105,8 @@ def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_sc
     if as_json:
         echo_json({"cluster": plan.cluster, "model": plan.model, "requests": n_requests,
                     "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot,
+                    "max_tokens": scenario.max_tokens,
+                    "speed_error": scenario.speed_error.describe(),
                     "results": [r.model_dump() for r in results]})
     else:
         from orchestrator.views import simulation_view

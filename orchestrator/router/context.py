@@ -12,20 +12,38 @@ from orchestrator.defaults import MAX_WAITING, SLO_TPOT_S, SLO_TTFT_S
 from orchestrator.backends import BACKENDS
 from orchestrator.planner.performance import Speeds
 from orchestrator.planner.plan import NodePlan
+from orchestrator.router.prefix import BLOCK_TOKENS, PrefixIndex, cached_tokens
 
 
 @dataclass(frozen=True)
 class RouteRequest:
+    """What the router knows of a request: its prompt counted by the model's tokenizer,
+    the client's output cap, a predicted output length (router/predict.py; never the true
+    one) and the prompt's block hashes (router/prefix.py)."""
+
     prompt_tokens: int
-    max_tokens: int
+    max_tokens: int  # the client's cap (or the endpoint's default): the context it may use
     pinned_precision: str | None = None  # "NAME:PRECISION" model names pin one precision
     min_rank: int | None = None  # x-min-precision floor, as a quality rank
     slo_ttft_s: float = SLO_TTFT_S
     slo_tpot_s: float = SLO_TPOT_S
+    expected_output: int | None = None  # the predictor's guess; None: assume max_tokens
+    block_hashes: tuple[int, ...] = ()
+    block_tokens: int = BLOCK_TOKENS
 
     @property
     def total_tokens(self) -> int:
+        """The context the request may reach: what a pool must hold to take it."""
         return self.prompt_tokens + self.max_tokens
+
+    @property
+    def output_guess(self) -> int:
+        return self.expected_output if self.expected_output is not None else self.max_tokens
+
+    @property
+    def expected_tokens(self) -> int:
+        """The KV cache the request is expected to use."""
+        return self.prompt_tokens + self.output_guess
 
     @property
     def constrained(self) -> bool:
@@ -62,6 +80,18 @@ class ReplicaView:
     speed_correction: float = 1.0  # measured / modelled decode speed
     prefill_load_tokens_per_s: float = 0.0  # recent prompt tokens admitted per second
     max_waiting: int = MAX_WAITING
+    prefix: PrefixIndex | None = None  # the router's guess at this replica's prefix cache
+
+    def cached_tokens(self, req: RouteRequest) -> int:
+        """Prompt tokens this replica is expected to find cached for ``req``."""
+        if self.prefix is None or not req.block_hashes:
+            return 0
+        return cached_tokens(self.prefix.match(req.block_hashes), req.block_tokens,
+                             req.prompt_tokens)
+
+    @property
+    def kv_use(self) -> float:
+        return self.kv_used_tokens / max(self.kv_capacity_tokens, 1)
 
     @property
     def outstanding(self) -> int:

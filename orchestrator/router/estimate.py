@@ -47,26 +47,29 @@ class Estimate:
 
 def _mean_context(view: ReplicaView, req: RouteRequest) -> float:
     n = view.running + 1
-    return (view.running_context_tokens + req.prompt_tokens + req.max_tokens / 2) / n
+    return (view.running_context_tokens + req.prompt_tokens + req.output_guess / 2) / n
 
 
 def estimate(req: RouteRequest, view: ReplicaView) -> Estimate:
+    """From what the router knows: the predicted output length, not the true one, and the
+    prompt tokens this replica would have to compute (less what its prefix cache holds)."""
     sp, corr = view.speeds, max(view.speed_correction, 1e-3)
     prefill_rate = sp.prefill_tokens_per_s() * corr
     ctx = _mean_context(view, req)
+    prompt = req.prompt_tokens - view.cached_tokens(req)
     if view.max_batch <= 1:
         step = sp.decode_step_s(1, ctx) / corr
         ahead = (view.decode_tokens_left * step
                  + view.waiting_prefill_tokens / prefill_rate
                  + view.waiting_output_tokens * step)
-        return Estimate(ahead + req.prompt_tokens / prefill_rate, step, step)
+        return Estimate(ahead + prompt / prefill_rate, step, step)
     batch = min(view.running + view.waiting + 1, view.max_batch)
     step = sp.decode_step_s(batch, ctx) / corr
     busy = min(view.prefill_load_tokens_per_s / prefill_rate, MAX_PREFILL_SHARE)
-    prefill_ahead = (view.waiting_prefill_tokens + req.prompt_tokens) / prefill_rate
+    prefill_ahead = (view.waiting_prefill_tokens + prompt) / prefill_rate
     wait_for_slot = 0.0
     over = view.running + view.waiting + 1 - view.max_batch
-    kv_short = view.kv_used_tokens + req.total_tokens - view.kv_capacity_tokens
+    kv_short = view.kv_used_tokens + req.expected_tokens - view.kv_capacity_tokens
     if (over > 0 or kv_short > 0) and view.running:
         mean_left = view.decode_tokens_left / view.running
         # Sequences finish spread over their remaining length; waiting for the `over`-th
@@ -75,5 +78,5 @@ def estimate(req: RouteRequest, view: ReplicaView) -> Estimate:
         wait_for_slot = min(share, 1.0) * mean_left * step
     tpot = step / (1 - busy)
     if not view.chunked_prefill:
-        tpot += prefill_ahead / max(req.max_tokens, 1)
+        tpot += prefill_ahead / max(req.output_guess, 1)
     return Estimate(wait_for_slot + prefill_ahead, tpot, step)

@@ -80,7 +80,10 @@ class SizeAwarePowerOfTwo(PowerOfTwo):
 
 class SLOAware(Policy):
     """Ours. Estimate each replica's TTFT and TPOT for this request (prefill and decode
-    speed from the plan, queue, batch, KV room and recent prefill load). Among replicas
+    speed from the plan corrected by what the replica measured, queue, batch, KV room,
+    recent prefill load, the predicted output length, and the prompt tokens the replica
+    must compute beyond its expected prefix-cache hit). Replicas that would take long to
+    prefill the prompt are left to faster ones (``heavy_prefill_share``). Among replicas
     expected to meet both objectives, keep the request on the highest precision while that
     replica is comfortably inside them; once it is not, give the request to the least
     capable replica that still meets them, saving the fast prefill for the long prompts
@@ -92,11 +95,24 @@ class SLOAware(Policy):
     margin = 0.8  # estimates are optimistic: keep headroom before the objective
     prefer_below = 0.7  # pressure up to which the highest precision keeps the request
 
+    # A prompt whose prefill would take a slower replica more than this share of the TTFT
+    # objective is left to the fastest: the prefill stalls every sequence decoding there,
+    # a cost the request's own estimate does not see, and the estimate is least sure
+    # where the replica is slow (simulated with +-25 % speed error: benchmarks/README.md).
+    heavy_prefill_share = 0.5
+
     def choose(self, req, replicas):
-        scored = [(r, estimate(req, r)) for r in replicas]
+        def prefill_s(r):
+            rate = r.speeds.prefill_tokens_per_s() * max(r.speed_correction, 1e-3)
+            return (req.prompt_tokens - r.cached_tokens(req)) / rate
+
+        fastest = min(prefill_s(r) for r in replicas)
+        light = [r for r in replicas
+                 if prefill_s(r) <= max(self.heavy_prefill_share * req.slo_ttft_s, fastest)]
+        scored = [(r, estimate(req, r)) for r in light]
 
         def finish(p):
-            return p[1].finish_now_s(req.max_tokens)
+            return p[1].finish_now_s(req.output_guess)
 
         ok = [p for p in scored if p[1].meets(req, self.margin)]
         if not ok:
@@ -140,3 +156,8 @@ def make(name: str, seed: int = 0, **kwargs) -> Policy:
     except KeyError:
         raise UnknownNameError("routing policy", name, list(POLICIES)) from None
     return cls(seed=seed, **kwargs)
+
+
+# The prefix-aware baselines subclass Policy, so their module imports this one and adds
+# them to POLICIES itself; a plain import keeps that cycle safe whichever module loads first.
+import orchestrator.router.baselines  # noqa: E402,F401

@@ -12,10 +12,12 @@ from orchestrator.autoscale.policy import Knobs, PolicyState, PoolLoad, PoolSpec
 from orchestrator.defaults import MAX_WAITING
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.planner.plan import Plan
-from orchestrator.router.context import RouteRequest, view_from_plan
+from orchestrator.router.context import RouteRequest
 from orchestrator.router.policies import Policy
 from orchestrator.router.route import OVERLOADED
-from orchestrator.sim.events import Simulation
+from orchestrator.sim.decisions import DecisionLog
+from orchestrator.sim.error import SpeedError
+from orchestrator.sim.events import CLIENT_MAX_TOKENS, Simulation, new_replica
 from orchestrator.sim.replica import SimReplica, SimRequest
 
 
@@ -31,14 +33,16 @@ class AutoscaledSimulation(Simulation):
     def __init__(self, plan: Plan, specs: list[PoolSpec], initial: dict[str, int],
                  policy: Policy, *, slo_ttft_s: float, slo_tpot_s: float,
                  knobs: Knobs = Knobs(), tick_s: float = 5.0, cold_start_s: float = 60.0,
-                 max_waiting: int = MAX_WAITING):
+                 max_waiting: int = MAX_WAITING, error: SpeedError | None = None,
+                 max_tokens: int = CLIENT_MAX_TOKENS, decisions: DecisionLog | None = None):
         self.templates = {n.node_type: n for n in plan.pools()}
         self.specs = [s for s in specs if s.name in self.templates]
         self.knobs, self.tick_s, self.cold_start_s = knobs, tick_s, cold_start_s
-        self.max_waiting = max_waiting
+        self.max_waiting, self.error = max_waiting, error
         self.serial = 0
         replicas = [self._new(s.name) for s in self.specs for _ in range(initial[s.name])]
-        super().__init__(replicas, policy, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s)
+        super().__init__(replicas, policy, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s,
+                         max_tokens=max_tokens, decisions=decisions)
         self.starting: list[tuple[float, SimReplica]] = []
         self.draining: list[SimReplica] = []
         self.refused: dict[str, float] = {}
@@ -50,8 +54,8 @@ class AutoscaledSimulation(Simulation):
 
     def _new(self, pool: str) -> SimReplica:
         self.serial += 1
-        return SimReplica(view_from_plan(self.templates[pool], f"{pool}/{self.serial}",
-                                         max_waiting=self.max_waiting))
+        return new_replica(self.templates[pool], f"{pool}/{self.serial}", self.error,
+                           self.max_waiting)
 
     def provisioned(self, pool: str | None = None) -> int:
         every = self.replicas + [r for _, r in self.starting] + self.draining
@@ -103,7 +107,10 @@ class AutoscaledSimulation(Simulation):
                 + sum(1 for _, r in self.starting if r.view.pool == s.name),
                 running=sum(v.running for v in mine),
                 waiting=sum(v.waiting for v in mine) + round(self.refused.get(s.name, 0)),
-                waiting_pinned=pinned_waiting + round(self.refused_pinned.get(s.name, 0)))
+                waiting_pinned=pinned_waiting + round(self.refused_pinned.get(s.name, 0)),
+                # what the live replicas report (serve/pool.py); refused prompts not counted
+                waiting_prefill_tokens=sum(r.view.waiting_prefill_tokens for r in self.replicas
+                                           if r.view.pool == s.name))
         self.refused, self.refused_pinned = {}, {}
         by_name = {s.name: s for s in self.specs}
         for d in decide(self.specs, loads, now, self.state, self.knobs):

@@ -7,17 +7,28 @@ Phases (each ends with a wake-up event):
   running sequence and processes up to ``CHUNK_TOKENS`` prompt tokens beside them;
 - decode: ``k`` iterations of the whole batch at once, ``k`` = tokens until the next
   sequence finishes; an arrival cuts the run short at the next iteration boundary.
-Admission reserves prompt + output tokens of KV cache, so a replica never exceeds it.
+
+Two kinds of state, kept apart so the router sees only what the live ingress could:
+- the replica's truth: the true output lengths, its own prefix cache (blocks of the
+  prompts it prefilled, least recently used evicted), the KV cache it really holds, and
+  its true speed, off from the plan's by ``speed_factor`` and by seeded noise per phase;
+- ``view``, what a live router knows (router/ledger.py): counts, the prompt tokens not yet
+  started, and outputs as predicted when the request was routed, never the true ones. Its
+  speed correction is measured from the phases the replica ran, as live replicas report
+  their recent tokens per second.
+Admission reserves prompt + true output tokens of KV cache, so a replica never exceeds it.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from dataclasses import dataclass, field
 
 from orchestrator.defaults import LOAD_WINDOW_S
 from orchestrator.router.context import ReplicaView
+from orchestrator.router.prefix import BLOCK_TOKENS, PrefixIndex, cached_tokens, capacity_blocks
 
 CHUNK_TOKENS = 2048  # vLLM's default token budget per iteration with chunked prefill
 
@@ -30,6 +41,10 @@ class SimRequest:
     output_tokens: int
     max_tokens: int
     pinned_precision: str | None = None
+    block_hashes: tuple[int, ...] = ()
+    expected_output: int = 0  # the router's prediction when it routed the request
+    routed_cached: int = 0  # prompt tokens the router expected the replica to have cached
+    cached: int = 0  # prompt tokens the replica really had cached
     replica: str | None = None
     pool: str | None = None
     precision: str | None = None
@@ -64,26 +79,43 @@ class SimReplica:
     version: int = 0
     peak_kv: int = 0
     load_at: float = 0.0
+    speed_factor: float = 1.0  # true speed / planned speed
+    noise: float = 0.0  # sd of the log of each phase's duration
+    seed: int = 0
+    block_tokens: int = BLOCK_TOKENS
+    kv_true: int = 0  # KV tokens really reserved
+    planned_s: float = 0.0  # the current phase's duration as the plan predicts it
+    measured: tuple[float, float] = (0.0, 0.0)  # decayed (planned s, true s) of past phases
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+        blocks = capacity_blocks(self.view.kv_capacity_tokens, self.block_tokens)
+        self.cache = PrefixIndex(blocks)  # the engine's own prefix cache
+        if self.view.prefix is None:
+            self.view.prefix = PrefixIndex(blocks)  # the router's guess at it
 
     # -- the router's view -----------------------------------------------------------
     def snapshot(self) -> ReplicaView:
         v = self.view
-        v.running = len(self.running) + len(self.prefilling)
-        v.waiting = len(self.waiting)
+        v.running = len(self.running)
+        v.waiting = len(self.waiting) + len(self.prefilling)  # live: no token yet
         return v
 
     # -- events ----------------------------------------------------------------------
     def enqueue(self, req: SimRequest, now: float) -> float | None:
         """Queue a routed request; returns a new wake-up time if the replica must re-plan."""
-        self._note_load(req.prompt_tokens, now)
+        v, todo = self.view, req.prompt_tokens - req.routed_cached
+        self._note_load(todo, now)
         self.waiting.append(req)
-        self.view.waiting_prefill_tokens += req.prompt_tokens
-        self.view.waiting_output_tokens += req.max_tokens
+        v.waiting_prefill_tokens += todo
+        v.waiting_output_tokens += req.expected_output
+        v.kv_used_tokens += req.prompt_tokens + req.expected_output
         if self.phase == "idle":
             return self.plan(now)
-        if self.phase == "decode" and self.steps > 1:
+        if self.phase == "decode" and self.steps > 1 and self.step_s > 0:
             done = int((now - self.phase_start) / self.step_s)
             if done + 1 < self.steps:
+                self.planned_s *= (done + 1) / self.steps
                 self.steps = done + 1
                 self.phase_end = self.phase_start + self.steps * self.step_s
                 self.version += 1
@@ -92,8 +124,19 @@ class SimReplica:
 
     def wake(self, now: float, finished: list[SimRequest]) -> float | None:
         """The current phase ended at ``now``: apply it, then plan the next one."""
+        if self.phase != "idle":
+            self._measure(now - self.phase_start, self.planned_s)
         getattr(self, f"_end_{self.phase}")(now, finished)
         return self.plan(now)
+
+    def _measure(self, true_s: float, planned_s: float) -> None:
+        # What a live replica reports as its recent speed, against what the plan predicts:
+        # the router's correction, decayed so it follows a replica that changes.
+        p, t = self.measured
+        self.measured = (0.9 * p + planned_s, 0.9 * t + true_s)
+        if self.measured[1] > 0:
+            self.view.speed_correction = min(max(self.measured[0] / self.measured[1], 0.2),
+                                             5.0)
 
     def _note_load(self, tokens: int, now: float) -> None:
         # Exponentially weighted prompt tokens per second over about LOAD_WINDOW_S, the
@@ -127,6 +170,11 @@ class SimReplica:
         return None
 
     def _start(self, phase, now, step_s, steps) -> float:
+        """``step_s`` as the plan predicts it; the replica runs at its true speed."""
+        self.planned_s = step_s * steps
+        jitter = math.exp(self.rng.gauss(0.0, self.noise) - self.noise ** 2 / 2) \
+            if self.noise else 1.0
+        step_s = step_s / self.speed_factor * jitter
         self.phase, self.phase_start, self.step_s, self.steps = phase, now, step_s, steps
         self.phase_end = now + step_s * steps
         self.version += 1
@@ -136,33 +184,40 @@ class SimReplica:
         v = self.view
         while self.waiting:
             r = self.waiting[0]
-            need = r.prompt_tokens + r.max_tokens
+            need = r.prompt_tokens + r.output_tokens
             if len(self.running) + len(self.prefilling) >= v.max_batch:
                 break
-            if v.kv_used_tokens + need > v.kv_capacity_tokens:
+            if self.kv_true + need > v.kv_capacity_tokens and self.kv_true:
                 break
             self.waiting.popleft()
-            v.waiting_output_tokens -= r.max_tokens
-            v.kv_used_tokens += need
-            self.peak_kv = max(self.peak_kv, v.kv_used_tokens)
-            r.prefill_left = r.prompt_tokens
+            self.kv_true += need
+            self.peak_kv = max(self.peak_kv, self.kv_true)
+            r.cached = cached_tokens(self.cache.match(r.block_hashes), self.block_tokens,
+                                     r.prompt_tokens)
+            r.prefill_left = r.prompt_tokens - r.cached
             self.prefilling.append(r)
 
     # -- phase ends ------------------------------------------------------------------
     def _first_token(self, r: SimRequest, now: float, finished) -> None:
-        self.view.waiting_prefill_tokens -= r.prefill_left
+        v = self.view
+        v.waiting_prefill_tokens -= r.prompt_tokens - r.routed_cached
+        v.waiting_output_tokens -= r.expected_output
         r.first_token_s, r.generated, r.prefill_left = now, 1, 0
-        self.view.running_context_tokens += r.prompt_tokens + 1
+        self.cache.insert(r.block_hashes)
+        v.running_context_tokens += r.prompt_tokens + 1
+        v.decode_tokens_left += max(r.expected_output - 1, 0)
         if r.generated >= r.output_tokens:
             self._finish(r, now, finished)
         else:
-            self.view.decode_tokens_left += r.output_tokens - 1
             self.running.append(r)
 
     def _finish(self, r: SimRequest, now: float, finished) -> None:
+        v = self.view
         r.finish_s = now
-        self.view.kv_used_tokens -= r.prompt_tokens + r.max_tokens
-        self.view.running_context_tokens -= r.prompt_tokens + r.generated
+        self.kv_true -= r.prompt_tokens + r.output_tokens
+        v.kv_used_tokens -= r.prompt_tokens + r.expected_output
+        v.decode_tokens_left -= max(r.expected_output - r.generated, 0)
+        v.running_context_tokens -= r.prompt_tokens + r.generated
         finished.append(r)
 
     def _end_prefill(self, now, finished) -> None:
@@ -177,7 +232,6 @@ class SimReplica:
         for r in self.prefilling:
             take = min(budget, r.prefill_left)
             r.prefill_left -= take
-            self.view.waiting_prefill_tokens -= take
             budget -= take
             if r.prefill_left == 0:
                 self._first_token(r, now, finished)
@@ -192,10 +246,10 @@ class SimReplica:
         if not self.running:
             return
         v = self.view
-        v.decode_tokens_left -= k * len(self.running)
         v.running_context_tokens += k * len(self.running)
         keep = []
         for r in self.running:
+            v.decode_tokens_left -= min(k, max(r.expected_output - r.generated, 0))
             r.generated += k
             if r.generated >= r.output_tokens:
                 self._finish(r, now, finished)

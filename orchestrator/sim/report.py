@@ -6,6 +6,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.sim.decisions import DecisionLog
 from orchestrator.sim.metrics import Summary
 from orchestrator.sim.run import Scenario
 
@@ -22,18 +23,28 @@ class PolicyResult(BaseModel):
 
 def simulate_policies(scenario: Scenario, policies: list[str], *, sweep: bool,
                       rate_scale: float = 1.0, target: float = 0.9,
+                      decisions_path: str | None = None,
                       tick: Callable[[str], None] = lambda _: None) -> list[PolicyResult]:
     out = []
-    for name in policies:
-        if sweep:
-            g = scenario.goodput(name, target=target)
-            out.append(PolicyResult(
-                policy=name, goodput_req_s=g.goodput_req_s, goodput_scale=g.scale,
-                sweep=[{"rate_req_s": r, "attainment": a, "scale": s} for r, a, s in g.points]))
-        else:
-            out.append(PolicyResult(policy=name, summary=scenario.run(name, rate_scale)))
-        tick(name)
+    fh = open(decisions_path, "w") if decisions_path else None
+    try:
+        for name in policies:
+            out.append(_one(scenario, name, sweep, rate_scale, target, fh))
+            tick(name)
+    finally:
+        if fh:
+            fh.close()
     return out
+
+
+def _one(scenario, name, sweep, rate_scale, target, fh) -> PolicyResult:
+    if sweep:
+        g = scenario.goodput(name, target=target)
+        return PolicyResult(
+            policy=name, goodput_req_s=g.goodput_req_s, goodput_scale=g.scale,
+            sweep=[{"rate_req_s": r, "attainment": a, "scale": s} for r, a, s in g.points])
+    log = DecisionLog(fh, name, scenario.slo_ttft_s, scenario.slo_tpot_s) if fh else None
+    return PolicyResult(policy=name, summary=scenario.run(name, rate_scale, decisions=log))
 
 
 def plot(results: list[PolicyResult], path: str, title: str) -> None:

@@ -10,7 +10,9 @@ from orchestrator.defaults import MAX_WAITING, SLO_TPOT_S, SLO_TTFT_S
 from orchestrator.planner.plan import Plan
 from orchestrator.router import policies as routing
 from orchestrator.sim.autoscale import AutoscaledSimulation, ScalingLog
-from orchestrator.sim.events import Simulation, replicas_from_plan
+from orchestrator.sim.decisions import DecisionLog
+from orchestrator.sim.error import SpeedError
+from orchestrator.sim.events import CLIENT_MAX_TOKENS, Simulation, replicas_from_plan
 from orchestrator.sim.metrics import GoodputResult, Summary, find_goodput, summarize
 from orchestrator.sim.trace import TraceRequest, scale_rate
 
@@ -45,26 +47,33 @@ class Scenario:
     policy_args: dict = field(default_factory=dict)  # e.g. {"weights": {...}} for static_split
     max_waiting: int = MAX_WAITING  # the live endpoint's bound, so rejections match
     autoscale: Autoscale | None = None  # None: the plan's replicas, fixed
+    speed_error: SpeedError = field(default_factory=SpeedError)  # true speed vs the plan's
+    max_tokens: int = CLIENT_MAX_TOKENS  # what each simulated client sends
+    router_prefix: bool = True  # False: the router ignores prefix blocks (the caches do not)
     last_scaling: ScalingLog | None = field(default=None, repr=False)  # of the last run
 
     def run(self, policy: str, scale: float = 1.0,
-            on_progress: Callable[[int], None] | None = None) -> Summary:
+            on_progress: Callable[[int], None] | None = None,
+            decisions: DecisionLog | None = None) -> Summary:
         if self.autoscale is not None:
-            return self._run_autoscaled(policy, scale)
-        replicas = replicas_from_plan(self.plan, self.pools, self.max_waiting)
+            return self._run_autoscaled(policy, scale, decisions)
+        replicas = replicas_from_plan(self.plan, self.pools, self.max_waiting, self.speed_error)
         sim = Simulation(replicas, routing.make(policy, seed=self.seed, **self.policy_args),
                          slo_ttft_s=self.slo_ttft_s, slo_tpot_s=self.slo_tpot_s,
-                         on_progress=on_progress)
+                         on_progress=on_progress, max_tokens=self.max_tokens,
+                         decisions=decisions, router_prefix=self.router_prefix)
         done = sim.run(scale_rate(self.trace, scale))
         return summarize(done, len(replicas), self.slo_ttft_s, self.slo_tpot_s)
 
-    def _run_autoscaled(self, policy: str, scale: float) -> Summary:
+    def _run_autoscaled(self, policy: str, scale: float,
+                        decisions: DecisionLog | None = None) -> Summary:
         a = self.autoscale
         sim = AutoscaledSimulation(
             self.plan, a.specs, a.initial, routing.make(policy, seed=self.seed,
                                                         **self.policy_args),
             slo_ttft_s=self.slo_ttft_s, slo_tpot_s=self.slo_tpot_s, knobs=a.knobs,
-            tick_s=a.tick_s, cold_start_s=a.cold_start_s, max_waiting=self.max_waiting)
+            tick_s=a.tick_s, cold_start_s=a.cold_start_s, max_waiting=self.max_waiting,
+            error=self.speed_error, max_tokens=self.max_tokens, decisions=decisions)
         done = sim.run(scale_rate(self.trace, scale))
         self.last_scaling = sim.log  # per-pool replica-seconds and the scaling events
         s = summarize(done, 0, self.slo_ttft_s, self.slo_tpot_s)

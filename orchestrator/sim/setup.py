@@ -28,6 +28,9 @@ class SimOptions:
     seed: int = 0
     autoscale: bool = False
     cold_start_s: float = 60.0
+    max_tokens: int | None = None  # None: CLIENT_MAX_TOKENS
+    speed_error: str | None = None  # SpeedError.parse's text
+    step_noise: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,12 @@ def prepare(cluster_path: str | Path, o: SimOptions) -> Prepared:
         if o.pools:
             raise UserError("--autoscale simulates every pool; drop --only")
         scaling = Autoscale.from_spec(plan, spec, cold_start_s=o.cold_start_s)
+    from orchestrator.sim.error import SpeedError
+    from orchestrator.sim.events import CLIENT_MAX_TOKENS
+
+    error = SpeedError.parse(o.speed_error, serving, seed=o.seed, step_noise=o.step_noise)
     scenario = Scenario(plan, reqs, o.slo_ttft_s, o.slo_tpot_s, seed=o.seed,
                         pools=list(o.pools) or None, autoscale=scaling,
-                        max_waiting=spec.serving.max_waiting)
+                        max_waiting=spec.serving.max_waiting, speed_error=error,
+                        max_tokens=o.max_tokens or CLIENT_MAX_TOKENS)
     return Prepared(plan, scenario, names)
