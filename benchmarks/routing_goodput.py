@@ -100,7 +100,8 @@ def table(name, res, errs, ttft, tpot) -> str:
         cells = []
         for c in cols:
             g = vals[c]
-            ratio = ("" if row == OURS else f" ({ours[c] / g:.2f}x)" if g else " (-)")
+            ratio = ("" if row in (OURS, f"homogeneous 3x A100: {OURS}")
+                     else f" ({ours[c] / g:.2f}x)" if g else " (-)")
             if row.startswith("homogeneous 3x A100: power"):
                 mine = rows[f"homogeneous 3x A100: {OURS}"][c]
                 ratio = f" ({mine / g:.2f}x)" if g else " (-)"

@@ -17,6 +17,7 @@ from orchestrator.backends import BACKENDS
 from orchestrator.models.catalog import MODEL_CATALOG
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.planner.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from orchestrator.router.prefix import BLOCK_TOKENS
 
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
@@ -94,6 +95,9 @@ class AutoscalingSpec(_Spec):
                                                           "of one pool")
     down_delay_s: float = Field(120.0, ge=0, description="how long load must stay low before "
                                                          "a replica goes")
+    prefill_backlog_s: float = Field(
+        1.0, gt=0, description="seconds a pool's queued prompt tokens should take to "
+        "prefill; a longer backlog scales the pool up (it is TTFT a new request pays)")
 
     @model_validator(mode="after")
     def _order(self):
@@ -313,6 +317,12 @@ class ServingSpec(_Spec):
         300.0, gt=0, description="an engine that has work and makes no progress (no token, "
                                  "no request taken) this long fails its health check, and "
                                  "Ray Serve replaces the replica; above the longest prefill")
+    block_tokens: int = Field(
+        BLOCK_TOKENS, gt=0, description="tokens per prompt block the router hashes to guess "
+                                        "which replica has a prompt's prefix cached")
+    policy_header: bool = Field(
+        False, description="let a request choose a routing policy with the header "
+                           "x-orchestrator-policy (for comparisons); off: the header is a 400")
 
     @field_validator("public_paths")
     @classmethod

@@ -30,3 +30,7 @@ GPU_GROUP_PREFIX = "gpu_group:"
 def gpu_group_resource(node_type: str) -> str:
     """The Ray custom resource that each GPU group of ``node_type`` advertises."""
     return f"{GPU_GROUP_PREFIX}{node_type}"
+
+# The routing policies `orchestrator bench --trace` compares unless told otherwise: ours
+# and Ray Serve's default.
+BENCH_POLICIES = ("slo_aware", "power_of_two")

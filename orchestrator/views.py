@@ -185,6 +185,26 @@ def bench_view(r) -> Group:
     return Group(*parts)
 
 
+def trace_bench_view(r) -> Group:
+    head = (f"trace benchmark of {r.url} ({r.model}): {r.requests} requests of {r.trace} per "
+            f"policy at {r.offered_rate_req_s:.2f} req/s each, token scale {r.token_scale:g}, "
+            f"SLO TTFT {r.slo_ttft_s:g} s / TPOT {r.slo_tpot_s * 1000:g} ms")
+    t = Table()
+    for c in ("policy", "SLO met", "TTFT p50 / p90 / p99 (s)", "TPOT p50 (ms)", "errors",
+              "requests per pool"):
+        t.add_column(c)
+    for p in r.policies:
+        t.add_row(p.policy, f"{p.slo_attainment:.1%}",
+                  " / ".join(f"{v:.2f}" for v in p.ttft_s.values()) or "-",
+                  "-" if p.tpot_p50_s is None else f"{p.tpot_p50_s * 1000:.0f}",
+                  str(p.errors), ", ".join(f"{k} {v}" for k, v in p.pools.items()) or "-")
+    parts: list = [Text(head, style="bold"), t]
+    for p in r.policies:
+        for kind, n in p.error_kinds.items():
+            parts.append(Text(f"{p.policy}: error x{n}: {kind}", style="red"))
+    return Group(*parts)
+
+
 def build_specs_view(specs, store) -> Group:
     t = Table(title=f"Build specs (store {store})")
     for c in ("node type", "backend", "precision", "arch", "TP", "Ray resource", "source",

@@ -36,7 +36,9 @@ def pool_spec(n: NodePlan, spec: ClusterSpec, name: str) -> tuple[PoolSpec, int]
     return PoolSpec(name=name, precision=c.precision, quality_rank=c.quality_rank,
                     sequences_per_replica=per_replica,
                     tokens_per_s_per_replica=c.perf.batched_tokens_per_s,
-                    min_replicas=lo, max_replicas=hi, scale_to_zero=to_zero), initial
+                    min_replicas=lo, max_replicas=hi, scale_to_zero=to_zero,
+                    prefill_tokens_per_s_per_replica=c.speed_model.speeds()
+                    .prefill_tokens_per_s()), initial
 
 
 def autoscaled(spec: ClusterSpec | None) -> bool:

@@ -1,9 +1,11 @@
 """Autoscaling across unequal pools (pure): from each pool's recent load and its planned
 capacity, decide the replicas each pool should have, and why.
 
-- Load is normalized by capacity: in-flight sequences over what the pool's replicas can
-  decode at once (the plan's batch per replica), so a 2x3090 replica and a 4x A100 replica
-  are not counted alike.
+- Load is normalized by capacity, on two signals, and the larger one counts: in-flight
+  sequences over what the pool's replicas decode at once (the plan's batch per replica),
+  and queued prompt tokens over what they prefill in `prefill_backlog_s`. A 2x3090
+  replica and a 4x A100 replica are not counted alike, and a pool whose queue of long
+  prompts sets its time to first token does not look idle for having few sequences.
 - Waiting demand goes first to the pool that serves it best and can still grow: a pinned
   precision's own pool; unpinned demand to the highest precision, then the most capacity
   per replica.
@@ -30,6 +32,7 @@ class PoolSpec:
     min_replicas: int
     max_replicas: int  # already capped by the inventory
     scale_to_zero: bool = False
+    prefill_tokens_per_s_per_replica: float = 0.0  # plan's estimate; 0: signal off
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class PoolLoad:
     running: int
     waiting: int
     waiting_pinned: int = 0  # of `waiting`, requests pinned to this pool's precision
+    waiting_prefill_tokens: int = 0  # prompt tokens queued or mid-prefill, pool-wide
 
 
 @dataclass(frozen=True)
@@ -60,23 +64,62 @@ class Knobs:
     low_utilization: float = 0.3  # below this, a replica may go
     up_cooldown_s: float = 10.0
     down_delay_s: float = 120.0
+    # Target drain time of a pool's queued prompt tokens. A request arriving now waits for
+    # that queue before its own prefill starts, so that drain time is TTFT it pays; 1.0 s is
+    # half the 2 s TTFT objective, leaving the other half for its own prompt and a slot.
+    prefill_backlog_s: float = 1.0
+
+
+def utilization(s: PoolSpec, load: PoolLoad, knobs: Knobs, replicas: int) -> float:
+    """The larger of the two signals, in the sequence signal's units: a prefill backlog
+    of `prefill_backlog_s` reads as `target_utilization`, so one band holds for both."""
+    return max(_sequences(s, load, replicas),
+               _backlog_s(s, load, replicas) / knobs.prefill_backlog_s
+               * knobs.target_utilization)
+
+
+def _sequences(s: PoolSpec, load: PoolLoad, replicas: int) -> float:
+    return (load.running + load.waiting) / (max(replicas, 1) * s.sequences_per_replica)
+
+
+def _backlog_s(s: PoolSpec, load: PoolLoad, replicas: int) -> float:
+    """Seconds the pool's replicas take to prefill what is queued."""
+    if s.prefill_tokens_per_s_per_replica <= 0:
+        return 0.0
+    return load.waiting_prefill_tokens / (max(replicas, 1)
+                                          * s.prefill_tokens_per_s_per_replica)
+
+
+def _need(s: PoolSpec, load: PoolLoad, knobs: Knobs) -> tuple[int, str]:
+    """Replicas the pool's own load needs, and which signal says so."""
+    inflight = load.running + load.waiting
+    by_seq = math.ceil(inflight / (knobs.target_utilization * s.sequences_per_replica)) \
+        if inflight else 0
+    rate = s.prefill_tokens_per_s_per_replica
+    by_prefill = math.ceil(load.waiting_prefill_tokens / (rate * knobs.prefill_backlog_s)) \
+        if rate > 0 and load.waiting_prefill_tokens else 0
+    if by_prefill > by_seq:
+        return by_prefill, (
+            f"prefill backlog {_backlog_s(s, load, load.replicas):.1f} s > "
+            f"{knobs.prefill_backlog_s:.1f} s: {load.waiting_prefill_tokens} prompt tokens "
+            f"need {by_prefill} replica(s) at {rate:.0f} tok/s each")
+    return by_seq, (
+        f"sequences {_sequences(s, load, load.replicas):.0%} > "
+        f"{knobs.target_utilization:.0%}: {inflight} in flight need {by_seq} replica(s) "
+        f"of {s.sequences_per_replica} sequences each")
 
 
 def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
            state: PolicyState, knobs: Knobs = Knobs()) -> list[Decision]:
     desired = {s.name: loads[s.name].replicas for s in specs}
     reasons: dict[str, str] = {}
-    # 1. each pool's own load, normalized by its capacity
+    # 1. each pool's own load, normalized by its capacity (sequences or prefill backlog)
     for s in specs:
         load = loads[s.name]
-        inflight = load.running + load.waiting
-        need = math.ceil(inflight / (knobs.target_utilization * s.sequences_per_replica)) \
-            if inflight else 0
+        need, why = _need(s, load, knobs)
         if need > load.replicas and _cooled(state, s.name, now, knobs.up_cooldown_s):
             desired[s.name] = need
-            reasons[s.name] = (f"{inflight} in flight need {need} replica(s) at "
-                               f"{knobs.target_utilization:.0%} of {s.sequences_per_replica} "
-                               "sequences each")
+            reasons[s.name] = why
     # 2. unpinned waiting that a capped pool cannot absorb goes to the best pool that can grow
     wanted: set[str] = set()
     for s in specs:
@@ -104,14 +147,16 @@ def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
         if s.name in reasons or s.name in wanted:
             state.low_since.pop(s.name, None)
             continue
-        cap = max(load.replicas, 1) * s.sequences_per_replica
-        util = (load.running + load.waiting) / cap
+        util = utilization(s, load, knobs, load.replicas)
         if util < knobs.low_utilization and load.replicas > _floor(s):
             since = state.low_since.setdefault(s.name, now)
             if now - since >= knobs.down_delay_s:
                 desired[s.name] = load.replicas - 1
-                reasons[s.name] = (f"utilization {util:.0%} below "
-                                   f"{knobs.low_utilization:.0%} for {now - since:.0f} s")
+                reasons[s.name] = (
+                    f"utilization {util:.0%} below {knobs.low_utilization:.0%} for "
+                    f"{now - since:.0f} s (sequences "
+                    f"{_sequences(s, load, load.replicas):.0%}, prefill backlog "
+                    f"{_backlog_s(s, load, load.replicas):.1f} s)")
                 state.low_since[s.name] = now
                 break  # one pool at a time, the least useful first
         else:

@@ -166,8 +166,11 @@ class LlamaCppEngine(Engine):
         self.progress.mark()
 
     # -- text ----------------------------------------------------------------------------
+    def tokenize(self, text: str, rendered_chat: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=True, special=True)
+
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
-        return len(self.llm.tokenize(text.encode(), add_bos=True, special=True))
+        return len(self.tokenize(text, rendered_chat))
 
     def render_chat(self, messages: list[dict]) -> str:
         template = self.llm.metadata.get("tokenizer.chat_template") or self.fallback_template

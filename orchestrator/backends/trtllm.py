@@ -141,11 +141,11 @@ class TrtllmEngine(Engine):
                            tensor_parallel_size=record["tensor_parallel_size"],
                            enable_chunked_prefill=record.get("enable_chunked_context", True))
 
-    def encode(self, text: str, rendered_chat: bool = False) -> list[int]:
+    def tokenize(self, text: str, rendered_chat: bool = False) -> list[int]:
         return encode_once(self.llm.tokenizer, text, rendered_chat)
 
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
-        return len(self.encode(text, rendered_chat))
+        return len(self.tokenize(text, rendered_chat))
 
     def render_chat(self, messages: list[dict]) -> str:
         try:
@@ -163,7 +163,7 @@ class TrtllmEngine(Engine):
                                 top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
         # generate_async takes token ids as well as text: a chat prompt goes in encoded
         # with exactly one BOS (engines/chat.encode_once)
-        inputs = self.encode(prompt, True) if chat else prompt
+        inputs = self.tokenize(prompt, True) if chat else prompt
         n_prompt = len(inputs) if chat else req.prompt_token_count(self, prompt)
         self.waiting[req.request_id] = (n_prompt, req.max_tokens)
         result = self.llm.generate_async(inputs, params, streaming=True)

@@ -137,11 +137,11 @@ class VllmEngine(Engine):
         tok = self.engine.get_tokenizer()  # a coroutine before vLLM's V1 engine, plain after
         self.tokenizer = await tok if inspect.isawaitable(tok) else tok
 
-    def encode(self, text: str, rendered_chat: bool = False) -> list[int]:
+    def tokenize(self, text: str, rendered_chat: bool = False) -> list[int]:
         return encode_once(self.tokenizer, text, rendered_chat)
 
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
-        return len(self.encode(text, rendered_chat))
+        return len(self.tokenize(text, rendered_chat))
 
     def render_chat(self, messages: list[dict]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -168,7 +168,7 @@ class VllmEngine(Engine):
         except ValueError as e:  # vLLM's own range checks on sampling values
             raise RequestError(f"a sampling value vLLM cannot take: {str(e)[:200]}") \
                 from None
-        ids = self.encode(prompt, True) if chat else None
+        ids = self.tokenize(prompt, True) if chat else None
         inputs = TokensPrompt(prompt_token_ids=ids) if chat else prompt
         sent = done = 0
         finished = False

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from orchestrator.sim.trace import TraceRequest
 
 # Common short English words: most tokenizers give one token each with a leading space.
-_WORDS = ("time year people way day man thing woman life child world school state family "
+WORDS = ("time year people way day man thing woman life child world school state family "
           "student group country problem hand part place case week company system program "
           "question work government number night point home water room mother area money "
           "story fact month lot right study book eye job word business issue side kind head "
@@ -33,7 +33,7 @@ def make_prompt(words: int, salt: int) -> str:
     """``words`` words whose start differs per ``salt``, so no prefix cache skips prefill."""
     rng = random.Random(salt)
     head = f"Request {salt}: "
-    return head + " ".join(rng.choice(_WORDS) for _ in range(max(words, 1)))
+    return head + " ".join(rng.choice(WORDS) for _ in range(max(words, 1)))
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Sample:
     prompt_tokens: int | None = None
     completion_tokens: int = 0
     error: str | None = None
+    pool: str | None = None  # the x-orchestrator-pool header, where the endpoint sends it
 
     @property
     def ttft_s(self) -> float:
@@ -89,17 +90,22 @@ class Client:
             self.model = models.data[0].id
         return self.model
 
-    async def one(self, prompt: str, max_tokens: int) -> Sample:
+    async def one(self, prompt: str, max_tokens: int,
+                  headers: dict[str, str] | None = None) -> Sample:
         s = Sample(ok=False, start=time.perf_counter())
         chunks, finish = 0, None
         try:
             kwargs = dict(model=self.model, max_tokens=max_tokens, stream=True,
-                          temperature=0.0, stream_options={"include_usage": True})
+                          temperature=0.0, stream_options={"include_usage": True},
+                          extra_headers=headers)
             if self.chat:
-                stream = await self.api.chat.completions.create(
+                raw = await self.api.chat.completions.with_raw_response.create(
                     messages=[{"role": "user", "content": prompt}], **kwargs)
             else:
-                stream = await self.api.completions.create(prompt=prompt, **kwargs)
+                raw = await self.api.completions.with_raw_response.create(prompt=prompt,
+                                                                          **kwargs)
+            s.pool = raw.headers.get("x-orchestrator-pool")
+            stream = raw.parse()
             async for chunk in stream:
                 now = time.perf_counter()
                 if getattr(chunk, "usage", None):

@@ -83,3 +83,50 @@ def replay_result(url: str, model: str, samples: list[Sample], offered: float,
         mode="replay", url=url, model=model, prompt_tokens=None,
         aggregate_tok_s_median=(sum(s.completion_tokens for s in good) / wall) if wall else None,
         slo_attainment=attain, offered_rate_req_s=offered, **_per_request(samples))
+
+
+class PolicyResult(BaseModel):
+    """One routing policy's side of a `bench --trace` run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str
+    requests: int
+    errors: int
+    error_kinds: dict[str, int]
+    slo_attainment: float  # share of all its requests meeting both objectives
+    ttft_s: dict[str, float]  # p50 p90 p99
+    tpot_p50_s: float | None
+    pools: dict[str, int]  # answered requests per pool (x-orchestrator-pool)
+    prompt_tokens_median: float | None  # the server's usage
+    completion_tokens_median: float | None
+
+
+class TraceResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: str = "trace"
+    url: str
+    model: str
+    trace: str
+    requests: int  # trace requests each policy sent
+    offered_rate_req_s: float  # per policy; the endpoint got this times the policies
+    token_scale: float
+    words_per_token: float
+    slo_ttft_s: float
+    slo_tpot_s: float
+    policies: list[PolicyResult]
+
+
+def policy_result(policy: str, samples: list[Sample], slo_ttft: float,
+                  slo_tpot: float) -> PolicyResult:
+    good = [s for s in samples if s.ok]
+    met = sum(1 for s in good if s.ttft_s <= slo_ttft and (s.tpot_s or 0) <= slo_tpot)
+    per = _per_request(samples)
+    return PolicyResult(
+        policy=policy, requests=per["requests"], errors=per["errors"],
+        error_kinds=per["error_kinds"], slo_attainment=met / len(samples) if samples else 0.0,
+        ttft_s=per["ttft_s"], tpot_p50_s=per["tpot_s"].get("p50"),
+        pools=dict(sorted(Counter(s.pool or "?" for s in good).items())),
+        prompt_tokens_median=_med([s.prompt_tokens for s in good]),
+        completion_tokens_median=per["completion_tokens_median"])

@@ -156,4 +156,9 @@ class Engine(abc.ABC):
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int: ...
 
     @abc.abstractmethod
+    def tokenize(self, text: str, rendered_chat: bool = False) -> list[int]:
+        """The token ids ``count_tokens`` counts (BOS included), for the router's prompt
+        count and prefix hashes; raises EngineFault where the engine has no tokenizer."""
+
+    @abc.abstractmethod
     def render_chat(self, messages: list[dict]) -> str: ...

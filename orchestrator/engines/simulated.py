@@ -5,6 +5,7 @@ simulator's cousins in tests where only timing matters; never used by `make run`
 from __future__ import annotations
 
 import asyncio
+import zlib
 from typing import AsyncIterator
 
 from orchestrator.engines.base import Chunk, Engine, EngineStats, GenerateRequest, TokenRate
@@ -32,6 +33,13 @@ class SimulatedEngine(Engine):
 
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         return max(1, round(len(text) / self.chars_per_token))
+
+    def tokenize(self, text: str, rendered_chat: bool = False) -> list[int]:
+        """One id per ``chars_per_token`` characters (the last takes the rest), each from
+        its characters: equal text prefixes give equal id prefixes, as a real tokenizer's."""
+        n, step = self.count_tokens(text), max(1, round(self.chars_per_token))
+        pieces = [text[i * step:(i + 1) * step] for i in range(n - 1)] + [text[(n - 1) * step:]]
+        return [zlib.crc32(p.encode()) for p in pieces]
 
     def render_chat(self, messages: list[dict]) -> str:
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages)

@@ -131,7 +131,12 @@ class UpstreamEngine(Engine):
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         if self.vocab is None:
             return int(len(text) / CHARS_PER_TOKEN_FALLBACK) + 1
-        return len(self.vocab.tokenize(text.encode(), add_bos=True, special=True))
+        return len(self.tokenize(text, rendered_chat))
+
+    def tokenize(self, text: str, rendered_chat: bool = False) -> list[int]:
+        if self.vocab is None:
+            raise EngineFault(f"no tokenizer for upstream {self.base_url} (no GGUF given)")
+        return self.vocab.tokenize(text.encode(), add_bos=True, special=True)
 
     def render_chat(self, messages: list[dict]) -> str:
         template = (self.vocab.metadata.get("tokenizer.chat_template")

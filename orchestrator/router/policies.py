@@ -106,7 +106,8 @@ class SLOAware(Policy):
             rate = r.speeds.prefill_tokens_per_s() * max(r.speed_correction, 1e-3)
             return (req.prompt_tokens - r.cached_tokens(req)) / rate
 
-        fastest = min(prefill_s(r) for r in replicas)
+        # within 25 % of the fastest counts as fast: equal replicas measure a little apart
+        fastest = 1.25 * min(prefill_s(r) for r in replicas)
         light = [r for r in replicas
                  if prefill_s(r) <= max(self.heavy_prefill_share * req.slo_ttft_s, fastest)]
         scored = [(r, estimate(req, r)) for r in light]

@@ -79,7 +79,8 @@ def build_app(args: AppArgs):
         key_digests=tuple(args.key_digests), public_paths=tuple(serving.public_paths),
         max_body_bytes=serving.max_body_bytes, default_max_tokens=serving.default_max_tokens,
         first_token_timeout_s=serving.first_token_timeout_s,
-        inter_token_timeout_s=serving.inter_token_timeout_s, generation=args.generation)
+        inter_token_timeout_s=serving.inter_token_timeout_s, generation=args.generation,
+        policy_header=serving.policy_header, block_tokens=serving.block_tokens)
     # The ingress sits on the head beside the only HTTP proxy (proxy_location HeadOnly):
     # no extra hop, and losing a GPU node never takes the router with it.
     # With autoscaling on, the ingress is an autoscaled deployment fixed at one replica, so

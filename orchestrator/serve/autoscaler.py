@@ -4,10 +4,10 @@ deployment and applies the replica counts it returns (placement groups included)
 control loop of ours competes with Serve's.
 
 Signals: each pool replica's `record_autoscaling_stats` (running, waiting, pinned waiting,
-from its engine), and the ingress's (requests it refused with 429 per pool since the last
-tick: demand that never reached a replica). Decisions and their reasons go to Ray's
-internal key-value store for `orchestrator status`; `orchestrator scale POOL N` writes an
-override there that this policy applies within the pool's bounds.
+queued prompt tokens, from its engine), and the ingress's (requests it refused with 429
+per pool since the last tick: demand that never reached a replica). Decisions and their
+reasons go to Ray's internal key-value store for `orchestrator status`; `orchestrator
+scale POOL N` writes an override there that this policy applies within the pool's bounds.
 
 The controller deserializes this module by value; everything it needs is imported.
 """
@@ -72,7 +72,8 @@ class ClusterAutoscaler:
                 replicas=ctx.current_num_replicas,
                 running=round(_sum(ctx, "running")),
                 waiting=round(_sum(ctx, "waiting") + refused),
-                waiting_pinned=round(_sum(ctx, "waiting_pinned") + refused_pinned))
+                waiting_pinned=round(_sum(ctx, "waiting_pinned") + refused_pinned),
+                waiting_prefill_tokens=round(_sum(ctx, "waiting_prefill_tokens")))
         return loads, by_name
 
     def overrides(self) -> dict[str, int]:
@@ -127,7 +128,8 @@ class ClusterAutoscaler:
             load = loads[name]
             published[name] = {"current": d.current, "desired": want, "min": s.min_replicas,
                                "max": s.max_replicas, "reason": why, "running": load.running,
-                               "waiting": load.waiting}
+                               "waiting": load.waiting,
+                               "waiting_prefill_tokens": load.waiting_prefill_tokens}
         self._publish(published, now)
         return out, {dep: {} for dep in contexts}
 

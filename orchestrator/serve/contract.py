@@ -22,6 +22,7 @@ from orchestrator.backends.base import BuildSpec
 from orchestrator.config import ClusterSpec, ServingSpec
 from orchestrator.defaults import SLO_TPOT_S, SLO_TTFT_S
 from orchestrator.planner.plan import NodePlan, Plan
+from orchestrator.router.prefix import BLOCK_TOKENS
 
 
 APP_NAME = "orchestrator"  # the Serve application
@@ -134,6 +135,8 @@ class IngressConfig:
     inter_token_timeout_s: float
     generation: str = ""
     retries: int = 2
+    policy_header: bool = False  # x-orchestrator-policy may choose the routing policy
+    block_tokens: int = BLOCK_TOKENS  # tokens per prefix block the router hashes
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,15 @@ class PoolRequest:
     messages: list[dict] | None = None
     pinned: bool = False  # held to one precision: counts as demand for that pool alone
     target_replica: str | None = None  # the ingress's choice; the pool router honours it
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    """The ingress asks one live replica for a prompt's token ids before routing it."""
+
+    prompt: str | None = None
+    messages: list[dict] | None = None
+    target_replica: str | None = None  # the pool router honours it, as for PoolRequest
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """Dispatch: from a parsed request to a stream of chunks from one pool replica.
 
-Routes with the project's policy over the ledger's views, sends the request to the chosen
-replica, waits for its first token, retries on another replica when one fails before it,
-and keeps the ledger, the suspects and the refusal counts. Ray-free: the ingress hands it
-`send` (a pool's streaming call) and `listing` (the replicas each pool's router knows), so
-tests drive it with fakes of those two.
+Routes with the project's policy (or the one a request chose) over the ledger's views,
+each request's output predicted from the requests that finished before it (one
+OutputPredictor, fed as each stream ends); sends the request to the chosen replica, waits
+for its first token, retries on another replica when one fails before it, and keeps the
+ledger, the suspects and the refusal counts. Ray-free: the ingress hands it `send` (a
+pool's streaming call) and `listing` (the replicas each pool's router knows), so tests
+drive it with fakes of those two.
 
 What it promises, whatever happens to the client or the engine:
 - a request's ledger entry is released once, on every path (answer, error, timeout, the
@@ -29,6 +31,8 @@ from orchestrator.engines.base import Chunk, RequestError
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.router.context import ReplicaView, RouteRequest, view_from_plan
 from orchestrator.router.ledger import Ledger
+from orchestrator.router.predict import OutputPredictor
+from orchestrator.router.prefix import BLOCK_TOKENS
 from orchestrator.router.route import (CONTEXT_TOO_LONG, OK, OVERLOADED,
                                        UNSATISFIABLE_PRECISION, route)
 from orchestrator.serve.contract import PoolFacts, PoolRequest
@@ -52,6 +56,7 @@ class Started:
     dep: str
     replica: str
     t0: float
+    prompt_tokens: int = 0  # what routing counted (the predictor's bucket)
 
 
 def request_error(e: BaseException) -> RequestError | None:
@@ -72,13 +77,15 @@ async def _next(stream) -> Chunk | None:
 class Dispatcher:
     def __init__(self, *, pools: dict[str, PoolFacts], policy, send: Callable, listing: Callable,
                  metrics: dict, retries: int = 2, first_token_timeout_s: float = 600.0,
-                 inter_token_timeout_s: float = 120.0, clock=time.monotonic):
+                 inter_token_timeout_s: float = 120.0, clock=time.monotonic,
+                 block_tokens: int = BLOCK_TOKENS):
         self.pools = pools  # deployment -> static facts (pool, precision, node_plan, ...)
         self.policy, self.send, self.listing = policy, send, listing
         self.m, self.retries, self.clock = metrics, retries, clock
         self.first_token_timeout_s = first_token_timeout_s
         self.inter_token_timeout_s = inter_token_timeout_s
-        self.ledger = Ledger(clock)
+        self.ledger = Ledger(clock, block_tokens)
+        self.predictor = OutputPredictor()  # fed by every request that finishes
         self.templates: dict[str, ReplicaView] = {}  # replica id -> idle view, built once
         self.suspect: dict[str, float] = {}  # replica id -> until when to pass it over
         self.refused: dict[str, float] = {}  # autoscaling signal, reset when Serve reads it
@@ -140,7 +147,8 @@ class Dispatcher:
         if best is not None:
             self._charge(best, rr.constrained)
 
-    def count_idle_demand(self, rr: RouteRequest, views: list[ReplicaView]) -> None:
+    def count_idle_demand(self, rr: RouteRequest, views: list[ReplicaView],
+                          policy=None) -> None:
         """A pool at zero replicas is owed the requests it would have taken: route once more
         with an idle replica of each such pool; if the policy picks one, that pool counts
         the request as demand (served meanwhile by the others, or refused). `views` are
@@ -150,7 +158,7 @@ class Dispatcher:
         if not empty:
             return
         phantoms = [self._template(dep, f"phantom:{dep}") for dep in empty]
-        d = route(self.policy, rr, views + phantoms)
+        d = route(policy or self.policy, rr, views + phantoms)
         if d.outcome == OK and d.replica.id.startswith("phantom:"):
             self._charge(d.replica.pool, rr.constrained)
 
@@ -183,27 +191,33 @@ class Dispatcher:
                         headers={"Retry-After": "2"})
 
     # -- the first token ------------------------------------------------------------------
-    async def start(self, rr: RouteRequest, req: PoolRequest, retry: bool = False) -> Started:
-        """Route, dispatch and wait for the first chunk, retrying on another replica when
-        one fails before producing anything. Retries pass full queues: the failure was
-        ours, and a 429 would lose the request."""
-        rid = req.request_id
+    async def start(self, rr: RouteRequest, req: PoolRequest, retry: bool = False,
+                    policy=None) -> Started:
+        """Route (with ``policy``, default the deployment's), dispatch and wait for the
+        first chunk, retrying on another replica when one fails before producing anything.
+        Retries pass full queues: the failure was ours, and a 429 would lose the request.
+        The request's output is the predictor's guess unless ``rr`` brings one."""
+        rid, policy = req.request_id, policy or self.policy
+        if rr.expected_output is None:
+            rr = replace(rr, expected_output=self.predictor.predict(rr.prompt_tokens,
+                                                                    rr.max_tokens))
         tried: set[str] = set()
         failures = 0
         views = self.views()
         if not retry:
-            self.count_idle_demand(rr, views)
+            self.count_idle_demand(rr, views, policy)
         for attempt in range(self.retries + 1):
             if attempt:  # a replica failed: the listing and the ledger have moved on
                 views = self.views()
             views = [v for v in views if v.id not in tried]
             if not views and tried:
                 break
-            d = route(self.policy, rr, views, bounded=not (retry or tried))
+            d = route(policy, rr, views, bounded=not (retry or tried))
             if d.outcome != OK:
                 raise self.route_error(d, rr)
             target, dep = d.replica, d.replica.pool
-            self.ledger.dispatched(rid, target.id, rr.prompt_tokens, rr.max_tokens)
+            self.ledger.dispatched(rid, target.id, rr.prompt_tokens, rr.output_guess,
+                                   rr.block_hashes)
             t0 = self.clock()
             stream = self.send(dep, replace(req, target_replica=target.id))
             try:
@@ -234,7 +248,7 @@ class Dispatcher:
             if first is not None:
                 self.ledger.token(rid)
             self.m["ttft"].labels(dep).observe(self.clock() - t0)
-            return Started(rid, stream, first, dep, target.id, t0)
+            return Started(rid, stream, first, dep, target.id, t0, rr.prompt_tokens)
         self.m["errors"].labels("-", "no_replica").inc()
         raise ApiError(503, f"no replica could serve request {rid} ({failures} failed); "
                             "retry shortly", "server_error", None, "replica_failed",
@@ -281,7 +295,11 @@ class Dispatcher:
             self.m["requests"].labels(s.dep, status if last else "empty").inc()
             if last is not None:
                 n = last.completion_tokens
+                if status == "ok":  # a stream cut short says nothing of its full length
+                    self.predictor.observe(s.prompt_tokens, n)
                 self.m["tokens"].labels(s.dep, "prompt").inc(last.prompt_tokens)
+                # what routing counted, beside the engine's count: they should agree
+                self.m["tokens"].labels(s.dep, "routed_prompt").inc(s.prompt_tokens)
                 self.m["tokens"].labels(s.dep, "completion").inc(n)
                 if n > 1:
                     self.m["tpot"].labels(s.dep).observe(

@@ -1,7 +1,8 @@
-"""The one OpenAI-compatible endpoint: parses and authorizes each request, hands it to the
-dispatcher (serve/dispatch.py: route, retry, timeouts, cancellation), and writes the
-answer in OpenAI's wire format (serve/openai_api.py); /health, /status and /metrics show
-every pool.
+"""The one OpenAI-compatible endpoint: parses and authorizes each request, counts its
+prompt with the model's tokenizer on a live replica (serve/tokens.py), picks its routing
+policy (serve/policy_header.py), hands it to the dispatcher (serve/dispatch.py: route,
+retry, timeouts, cancellation), and writes the answer in OpenAI's wire format
+(serve/openai_api.py); /health, /status and /metrics show every pool.
 
 (No `from __future__ import annotations` here: FastAPI must see the real `Request` type
 on the methods Serve wraps.)"""
@@ -22,7 +23,6 @@ from ray import serve
 
 from orchestrator.serve.autoscaler import KV_NAMESPACE, decisions_key
 from orchestrator.models.precision import PRECISIONS
-from orchestrator.router import policies
 from orchestrator.router.context import RouteRequest
 from orchestrator.serve import loads
 from orchestrator.serve import openai_api as oa
@@ -32,10 +32,11 @@ from orchestrator.serve.losses import Losses
 from orchestrator.serve.dispatch import Dispatcher, Started, StreamTimeout
 from orchestrator.serve.metrics import make_metrics
 from orchestrator.serve.openai_api import ApiError
+from orchestrator.serve.policy_header import HEADER as POLICY_HEADER, PolicyChoice
 from orchestrator.serve.pool_router import registry
+from orchestrator.serve.tokens import PromptCounter
 
 log = logging.getLogger("ray.serve")
-CHARS_PER_TOKEN = 4.0  # routing estimate only; the pool counts exactly before it generates
 LOADS_TTL_S = 1.0  # /health and /status read the load records at most this often
 
 # No /docs or /redoc: their pages load scripts from the internet. /openapi.json stays.
@@ -95,13 +96,19 @@ class Ingress:
         # without a request: a request to a pool at zero replicas is what makes Serve
         # scale it from zero, so none is sent just to look.
         self.handles = {dep: h.options(stream=True) for dep, h in pools.items()}
+        self.calls = {dep: h.options(stream=False) for dep, h in pools.items()}  # tokenize
         self.registry = CollectorRegistry()
         self.m = make_metrics(self.registry)
+        self.choice = PolicyChoice(config.policy, config.policy_header)
         self.d = Dispatcher(
             pools=self.pools, send=self._send, listing=registry, metrics=self.m,
-            policy=policies.make(config.policy or policies.DEFAULT_POLICY),
-            retries=config.retries, first_token_timeout_s=config.first_token_timeout_s,
-            inter_token_timeout_s=config.inter_token_timeout_s)
+            policy=self.choice.deployment_policy, retries=config.retries,
+            first_token_timeout_s=config.first_token_timeout_s,
+            inter_token_timeout_s=config.inter_token_timeout_s,
+            block_tokens=config.block_tokens)
+        self.counter = PromptCounter(
+            lambda dep, r: self.calls[dep].tokenize.remote(r), self.m, config.block_tokens,
+            tokenizer_of={dep: f.node_plan.choice.backend for dep, f in self.pools.items()})
         self.key_digests = list(config.key_digests)
         self.public = set(config.public_paths)
         self.max_body = config.max_body_bytes
@@ -283,20 +290,23 @@ class Ingress:
         body = await self._parse(request, chat)
         pin = self._model(body.model)
         floor = self._floor(request)
+        policy = self.choice.of(request.headers.get(POLICY_HEADER))
         max_tokens = body.output_limit(self.default_max_tokens)
-        text = (" ".join(m.content for m in body.messages) if chat else body.prompt)
-        rr = RouteRequest(max(1, round(len(text) / CHARS_PER_TOKEN)), max_tokens,
-                          pinned_precision=pin, min_rank=floor,
+        messages = [m.model_dump() for m in body.messages] if chat else None
+        prompt = None if chat else body.prompt
+        counted = await self.counter.count(self.d.views(), prompt, messages)
+        rr = RouteRequest(counted.tokens, max_tokens, pinned_precision=pin, min_rank=floor,
                           slo_ttft_s=self.config.slo_ttft_s,
-                          slo_tpot_s=self.config.slo_tpot_s)
+                          slo_tpot_s=self.config.slo_tpot_s,
+                          block_hashes=counted.block_hashes,
+                          block_tokens=self.config.block_tokens)
         rid = oa.new_id(chat)
         req = PoolRequest(
             request_id=rid, max_tokens=max_tokens, temperature=body.temperature,
-            top_p=body.top_p, stop=tuple(body.stop or ()), seed=body.seed,
-            prompt=None if chat else body.prompt, pinned=rr.constrained,
-            messages=[m.model_dump() for m in body.messages] if chat else None)
+            top_p=body.top_p, stop=tuple(body.stop or ()), seed=body.seed, prompt=prompt,
+            pinned=rr.constrained, messages=messages)
         if body.stream:
-            s = await self.d.start(rr, req)
+            s = await self.d.start(rr, req, policy=policy)
             usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(self._sse(chat, body.model, s, usage),
                                      media_type="text/event-stream",
@@ -305,7 +315,7 @@ class Ingress:
         # replica lost mid-answer is retried from the start on another one.
         failures = 0
         for attempt in range(self.d.retries + 1):
-            s = await self.d.start(rr, req, retry=attempt > 0)
+            s = await self.d.start(rr, req, retry=attempt > 0, policy=policy)
             try:
                 answer = await self._collect(chat, body.model, s)
                 return JSONResponse(answer, headers=self._headers(s.dep))

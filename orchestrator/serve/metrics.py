@@ -23,4 +23,10 @@ def make_metrics(registry: CollectorRegistry) -> dict:
                        ["pool"], registry=registry),
         "running": Gauge("orchestrator_running", "Requests producing tokens", ["pool"],
                          registry=registry),
+        "tokenize": Histogram("orchestrator_tokenize_seconds", "Asking a replica for a "
+                              "prompt's token ids before routing it", registry=registry,
+                              buckets=(.001, .002, .005, .01, .02, .05, .1, .25, .5, 1)),
+        "tokenize_fallbacks": Counter("orchestrator_tokenize_fallbacks", "Prompts routed on "
+                                      "characters / 4: no replica gave their token ids",
+                                      ["reason"], registry=registry),
     }

@@ -22,7 +22,7 @@ from orchestrator.engines.base import (Chunk, EngineFault, GenerateRequest, Requ
                                        context_too_long)
 from orchestrator.errors import MissingExtraError
 from orchestrator.serve import loads
-from orchestrator.serve.contract import LoadRecord, PoolConfig, PoolRequest
+from orchestrator.serve.contract import LoadRecord, PoolConfig, PoolRequest, TokenizeRequest
 
 log = logging.getLogger("ray.serve")
 
@@ -180,6 +180,14 @@ class Pool:
         finally:
             self.pinned_waiting -= pinned
 
+    async def tokenize(self, req: TokenizeRequest) -> list[int]:
+        """The prompt's token ids as `generate` counts them (a chat rendered with the same
+        template first): the ingress routes on their count and their block hashes. A
+        template that refuses the messages raises the same RequestError generation would."""
+        chat = req.prompt is None
+        prompt = self.engine.render_chat(req.messages) if chat else req.prompt
+        return self.engine.tokenize(prompt, rendered_chat=chat)
+
     async def record_routing_stats(self) -> dict:
         """Called by Serve every request_routing_stats_period_s; reaches the router."""
         return {**self.engine.stats().model_dump(), "node_id": self.node_id,
@@ -190,7 +198,8 @@ class Pool:
         (serve/autoscaler.py) as aggregated custom metrics."""
         st = self.engine.stats()
         return {"running": float(st.running), "waiting": float(st.waiting),
-                "waiting_pinned": float(min(self.pinned_waiting, st.waiting))}
+                "waiting_pinned": float(min(self.pinned_waiting, st.waiting)),
+                "waiting_prefill_tokens": float(st.waiting_prefill_tokens)}
 
     async def info(self) -> dict:
         return {"node_id": self.node_id, "pool": self.config.pool,

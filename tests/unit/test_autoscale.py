@@ -90,3 +90,55 @@ def test_spill_target_neither_shrinks_nor_grows_inside_its_cooldown():
     again = {d.pool: d for d in decide(specs, {**capped, "a100": PoolLoad(2, 2, 0)}, 105.0,
                                        state, knobs)}
     assert again["a100"].desired == 2 and "a100" not in state.low_since
+
+
+# One replica that prefills 10k prompt tokens a second and decodes 64 sequences at once.
+PREFILL = PoolSpec("a100", "f16", 100, sequences_per_replica=64, tokens_per_s_per_replica=5000,
+                   min_replicas=1, max_replicas=8, prefill_tokens_per_s_per_replica=10_000)
+
+
+def test_a_prefill_backlog_scales_up_though_few_sequences_are_in_flight():
+    # 2 sequences are 3 % of one replica's 64, but 40k queued prompt tokens take 4 s to
+    # prefill at 10k tok/s: 4 replicas drain them within the 1 s target
+    [d] = decide([PREFILL], {"a100": PoolLoad(1, 1, 1, waiting_prefill_tokens=40_000)},
+                 1000.0, PolicyState())
+    assert d.desired == 4
+    assert d.reason.startswith("prefill backlog 4.0 s > 1.0 s"), d.reason
+
+
+def test_the_sequence_signal_names_itself_when_it_drives():
+    [d] = decide([PREFILL], {"a100": PoolLoad(1, 50, 10, waiting_prefill_tokens=5_000)},
+                 1000.0, PolicyState())
+    assert d.desired == 2  # 60 in flight over 70 % of 64
+    assert d.reason.startswith("sequences 94% > 70%"), d.reason
+
+
+def test_neither_signal_high_stays():
+    [d] = decide([PREFILL], {"a100": PoolLoad(2, 40, 0, waiting_prefill_tokens=8_000)},
+                 1000.0, PolicyState())
+    assert (d.desired, d.reason) == (2, "steady")
+
+
+def test_a_remaining_backlog_holds_off_scale_down():
+    state, knobs = PolicyState(), Knobs(down_delay_s=60)
+    # 2 replicas, 1 sequence in flight (1 %), but 10k prompt tokens queued: 0.5 s of
+    # prefill, half the 1 s target, reads as 35 % (the target reads as 70 %), above
+    # low_utilization's 30 %, so no lull starts and the pool keeps both replicas
+    busy = {"a100": PoolLoad(2, 1, 0, waiting_prefill_tokens=10_000)}
+    for t in (0.0, 100.0, 200.0):
+        [d] = decide([PREFILL], busy, t, state, knobs)
+        assert d.desired == 2, (t, d.reason)
+    assert "a100" not in state.low_since
+    # the backlog drains: now the lull starts, and after down_delay_s a replica goes
+    idle = {"a100": PoolLoad(2, 1, 0, waiting_prefill_tokens=0)}
+    [d] = decide([PREFILL], idle, 300.0, state, knobs)
+    assert d.desired == 2
+    [d] = decide([PREFILL], idle, 360.0, state, knobs)
+    assert d.desired == 1 and "prefill backlog 0.0 s" in d.reason, d.reason
+
+
+def test_no_prefill_speed_leaves_the_signal_off():
+    spec = PoolSpec(**{**PREFILL.__dict__, "prefill_tokens_per_s_per_replica": 0.0})
+    [d] = decide([spec], {"a100": PoolLoad(1, 1, 1, waiting_prefill_tokens=40_000)},
+                 1000.0, PolicyState())
+    assert d.desired == 1

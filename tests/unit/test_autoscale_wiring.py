@@ -9,7 +9,8 @@ import pytest
 
 from orchestrator.serve import autoscaler
 from orchestrator.autoscale.bounds import autoscaled, scaling_config
-from orchestrator.config import ClusterSpec, load_cluster_spec
+from orchestrator.autoscale.policy import Knobs
+from orchestrator.config import AutoscalingSpec, ClusterSpec, load_cluster_spec
 from orchestrator.errors import SpecError
 from orchestrator.planner.select import plan_cluster
 from tests.conftest import CLUSTERS
@@ -134,3 +135,30 @@ def test_a_smaller_scale_up_never_cancels_a_larger_one_still_starting(monkeypatc
     contexts = {a: ctx(a.name, 1, 1, 100.0),
                 r: ctx(r.name, 1, 3, 100.0, running=6, waiting=1)}
     assert p(contexts)[0][r] == 3
+
+
+def test_pools_carry_the_plans_prefill_speed_and_replicas_report_their_backlog(policy):
+    p, kv = policy
+    a, r = dep(NAMES[A100]), dep(NAMES[R3090])
+    spec_a = next(s for s in p.specs if s.name == a.name)
+    assert spec_a.prefill_tokens_per_s_per_replica > 1000  # the plan's, for 70B on 4x A100
+    # 2 sequences on the A100 pool, and 3 s of prompts queued at its prefill speed
+    tokens = 3 * spec_a.prefill_tokens_per_s_per_replica
+    loads, _ = p.loads({a: ctx(a.name, 1, 1, 100.0, running=1, waiting=1,
+                               waiting_prefill_tokens=tokens),
+                        r: ctx(r.name, 1, 1, 100.0)})
+    assert loads[a.name].waiting_prefill_tokens == round(tokens)
+    import json
+    p({a: ctx(a.name, 1, 1, 100.0, running=1, waiting=1, waiting_prefill_tokens=tokens),
+       r: ctx(r.name, 1, 1, 100.0)})
+    published = json.loads(kv.data[autoscaler.decisions_key("app")])["pools"][a.name]
+    assert published["desired"] == 1  # the mixed spec's A100 pool holds one replica
+    assert "prefill backlog 3.0 s > 1.0 s" in published["reason"]
+    assert published["waiting_prefill_tokens"] == round(tokens)
+
+
+def test_the_knob_reaches_the_policy_from_the_spec():
+    assert Knobs(**AutoscalingSpec().model_dump()).prefill_backlog_s == 1.0
+    assert Knobs(**AutoscalingSpec(prefill_backlog_s=0.5).model_dump()).prefill_backlog_s == 0.5
+    with pytest.raises(Exception, match="prefill_backlog_s"):
+        AutoscalingSpec(prefill_backlog_s=0)

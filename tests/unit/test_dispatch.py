@@ -247,3 +247,83 @@ def test_a_pool_whose_every_replica_is_suspect_still_serves_its_pinned_requests(
     assert replica in ("b1", "b2") and chunks[-1].finish_reason == "length"
     # an unpinned request still prefers the healthy pool's replica
     assert asyncio.run(h.d.start(rr(), req("r2"))).replica == "a1"
+
+
+def test_finished_requests_feed_the_predictor_and_cut_ones_do_not():
+    # every answer is 3 tokens of a 10-token prompt; after enough of them the next
+    # request is accounted at 3, not at its max_tokens of 200
+    h = Harness(scripts={rid: [[(0, chunk(1)), (0, chunk(2)), (0, chunk(3, "stop"))]]
+                         for rid in ("a1", "b1", "b2")})
+
+    async def go():
+        for i in range(20):
+            await drain(h.d, await h.d.start(rr(max_tokens=200), req(f"r{i}")))
+        s = await h.d.start(rr(max_tokens=200), req("next"))
+        flight = h.d.ledger.flights["next"]
+        await drain(h.d, s)
+        return flight
+
+    assert asyncio.run(go()).expected_output == 3
+    assert h.d.predictor.predict(10, 200) == 3
+
+
+def test_a_stream_the_client_left_is_not_observed():
+    h = Harness(scripts={rid: [[(0, chunk(1)), (0, chunk(2)), (5, chunk(3))]]
+                         for rid in ("a1", "b1", "b2")})
+
+    async def go():
+        gen = h.d.chunks(await h.d.start(rr(), req()))
+        await gen.__anext__()
+        await gen.aclose()
+
+    asyncio.run(go())
+    assert not h.d.predictor.recent
+
+
+def test_the_ledger_holds_the_prediction_and_the_blocks_not_max_tokens():
+    h = Harness(scripts={rid: [[(5, chunk(1))]] for rid in ("a1", "b1", "b2")})
+
+    async def go():
+        task = asyncio.ensure_future(h.d.start(
+            RouteRequest(40, 500, expected_output=7, block_hashes=(1, 2)), req()))
+        await asyncio.sleep(0.05)
+        (flight,) = h.d.ledger.flights.values()
+        view = next(v for v in h.d.ledger.views() if v.id == flight.replica)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return flight, view
+
+    flight, view = asyncio.run(go())
+    assert flight.expected_output == 7 and view.waiting_output_tokens == 7
+    assert view.kv_used_tokens == 47 and view.prefix.match((1, 2)) == 2
+
+
+def test_a_request_may_route_with_another_policy():
+    class Always:
+        """A policy that picks the last replica offered."""
+
+        def choose(self, req, replicas):
+            return replicas[-1]
+
+    h = Harness()
+
+    async def go():
+        s = await h.d.start(rr(), req(), policy=Always())
+        await drain(h.d, s)
+        return s.replica
+
+    assert asyncio.run(go()) == "b2"  # slo_aware would keep an idle cluster's request on F16
+
+
+def test_what_routing_counted_is_metered_beside_the_engines_count():
+    h = Harness()
+
+    async def go():
+        await drain(h.d, await h.d.start(rr(prompt=5), req()))
+
+    asyncio.run(go())
+    tokens = h.d.m["tokens"]
+    dep = next(d for d, ids in h.replicas.items() if h.sent[0][0] in ids)
+    assert tokens.labels(dep, "routed_prompt")._value.get() == 5
+    assert tokens.labels(dep, "prompt")._value.get() == 5  # chunk()'s prompt count
