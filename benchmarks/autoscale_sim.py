@@ -8,6 +8,7 @@ the node type's cost_per_hour), and each setup's goodput (highest rate scale at 
 of requests meet TTFT 2 s and TPOT 100 ms). Engines are the planner's timing models.
 
   .venv/bin/python benchmarks/autoscale_sim.py [--requests N] [--scales 0.5 1 2 4]
+                                               [--prefill-backlog-s S]
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, help="first N requests (default: all)")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.5, 1, 2, 4])
     ap.add_argument("--cold-start", type=float, default=60.0)
+    ap.add_argument("--prefill-backlog-s", type=float,
+                    help="override the spec's autoscaling.prefill_backlog_s")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
     spec = load_cluster_spec(ROOT / "clusters/mixed-autoscale.yaml")
+    if args.prefill_backlog_s is not None:
+        spec = spec.model_copy(update={"autoscaling": spec.autoscaling.model_copy(
+            update={"prefill_backlog_s": args.prefill_backlog_s})})
     plan = plan_cluster(spec)
     trace = load_trace(args.trace, args.requests)
     cost = {n.node_type: spec.node_type(n.node_type).cost_per_hour / n.choice.replicas_per_node

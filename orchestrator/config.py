@@ -230,7 +230,11 @@ class PlannerSpec(_Spec):
     min_precision: str | None = Field(None, description="lowest acceptable precision")
     typical_sequence: int = Field(
         2048, gt=0, description="prompt+output tokens of a typical request, for concurrency")
-    kv_cache_dtype: Literal["fp16", "fp8"] = Field("fp16", description="KV cache element type")
+    kv_cache_dtype: Literal["auto", "fp16", "fp8", "q8_0", "q4_0"] = Field(
+        "auto", description="KV cache element type; auto: per node type, the least lossy its "
+        "backend keeps on that GPU that holds min_context (fp16, then fp8 on sm89+ for "
+        "vLLM and TensorRT-LLM, q8_0 then q4_0 for llama.cpp); a type names an override "
+        "(fp8 on llama.cpp means its q8_0)")
     usable_memory_fraction: float = Field(
         0.9, gt=0, le=1, description="share of VRAM the engine may take (vLLM's default 0.9)")
     backends: list[str] | None = Field(None, description="backends to consider; all if unset")

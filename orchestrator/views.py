@@ -73,7 +73,7 @@ def plan_view(plan: Plan, explain: bool = False) -> Group:
         style="bold")]
     t = Table(title="Chosen layout per node type")
     for col in ("node type", "hardware", "precision", "backend", "layout", "replicas",
-                "weights", "KV room", "max ctx", "1-stream tok/s (ceiling)",
+                "weights", "KV room (cache)", "max ctx", "1-stream tok/s (ceiling)",
                 "batched tok/s (ceiling)", "prefill tok/s"):
         t.add_column(col, overflow="fold")
     for n in plan.node_types:
@@ -86,7 +86,7 @@ def plan_view(plan: Plan, explain: bool = False) -> Group:
         t.add_row(
             n.node_type, n.hardware, c.precision_display, BACKENDS[c.backend].display, c.layout,
             f"{c.replicas_per_node}/node x {n.count} = {n.replicas}",
-            _gb(c.memory.weights_bytes), _gb(c.memory.kv_room_bytes),
+            _gb(c.memory.weights_bytes), f"{_gb(c.memory.kv_room_bytes)} ({c.kv_cache_dtype})",
             str(c.memory.max_context),
             f"{p.single_stream_tokens_per_s:.1f} ({p.single_stream_ceiling:.1f})",
             f"{p.batched_tokens_per_s:.0f} @{p.batch} ({p.batched_ceiling:.0f})",

@@ -109,8 +109,11 @@ class Backend:
     overhead_gib_per_gpu: ClassVar[float]
     overhead_gib_cpu: ClassVar[float] = 0.0
     max_batch: ClassVar[int]  # concurrent sequences one replica decodes together
-    # bytes per KV-cache element for each cache dtype the planner may ask for
+    # KV-cache element types this backend can keep, least lossy first, in bytes per element
+    # (the planner tries them in this order until min_context fits)
     kv_bytes: ClassVar[dict[str, float]] = {"fp16": 2.0, "fp8": 1.0}
+    # other names a spec may give one of them (llama.cpp's 8-bit cache is q8_0)
+    kv_aliases: ClassVar[dict[str, str]] = {}
     chunked_prefill: ClassVar[bool]
     calibration: ClassVar[tuple[Calibration, ...]] = ()
     calibration_from: ClassVar[str | None] = None  # borrow another backend's fit
@@ -126,6 +129,24 @@ class Backend:
         if cpu:
             return precision_id in self.cpu_support and (opted_in or not self.cpu_opt_in)
         return precision_id in self.gpu_support
+
+    def kv_cache_types(self, override: str | None = None) -> list[str]:
+        """The cache types to try, least lossy first: all of ours, or the override alone
+        (an alias resolved; a type we do not keep stays, for kv_unsupported to name)."""
+        if override is None or override == "auto":
+            return list(self.kv_bytes)
+        return [self.kv_aliases.get(override, override)]
+
+    def kv_unsupported(self, kv: str, hw) -> str | None:
+        """Why this backend cannot keep its KV cache as ``kv`` on ``hw`` (a NodeHardware),
+        or None. An FP8 cache needs FP8 tensor cores (sm89+), as the engines' kernels do."""
+        if kv not in self.kv_bytes:
+            return (f"{self.display} keeps no {kv} KV cache (it keeps "
+                    f"{', '.join(self.kv_bytes)})")
+        if kv == "fp8" and (hw.is_cpu or not hw.gpu.fp8):
+            where = "CPU" if hw.is_cpu else f"{hw.gpu.id} ({hw.gpu.arch})"
+            return f"an FP8 KV cache on {self.display} needs FP8 tensor cores (sm89+); {where}"
+        return None
 
     def check_node(self, node: NodeTypeSpec) -> str | None:
         """Why a node type that lists this backend is not valid for it, or None."""

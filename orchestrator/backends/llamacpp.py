@@ -45,7 +45,9 @@ class LlamaCpp(Backend):
     # layers split across GPUs (one GPU works at a time); only compute buffers on top
     parallelism, overhead_gib_per_gpu, overhead_gib_cpu = "layer", 0.5, 0.25
     max_batch, chunked_prefill = 1, False
-    kv_bytes = {"fp16": 2.0, "fp8": 34 / 32}  # its 8-bit cache is q8_0: 34 bytes per 32
+    # its quantized caches are blocks of 32 values: q8_0 34 bytes, q4_0 18 bytes
+    kv_bytes = {"fp16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+    kv_aliases = {"fp8": "q8_0"}
     calibration = (
         Calibration("rtx-3090", 2, "layer", "llama-3.1-70b", "q4_k_m", 17.8, _SEED),
         Calibration("rtx-3090", 2, "layer", "llama-3.1-70b", "q5_k_m", 13.4, _SEED),
@@ -106,6 +108,7 @@ class LlamaCpp(Backend):
         return {"model_path": str(Path(artifact) / MODEL_FILE), "n_ctx": self.serving_context(n),
                 "n_threads": int(c.replica_resources.get("CPU", 0)) or None,
                 "n_gpu_layers": -1 if "GPU" in c.replica_resources else 0,
+                "cache_type": c.kv_cache_dtype if c.kv_cache_dtype != "fp16" else None,
                 "chat_template": get_model(model).chat_template}
 
 
@@ -125,8 +128,10 @@ class LlamaCppEngine(Engine):
     name = "llamacpp"
 
     def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int | None = None,
-                 n_gpu_layers: int = 0, chat_template: str | None = None):
+                 n_gpu_layers: int = 0, chat_template: str | None = None,
+                 cache_type: str | None = None):
         self.model_path, self.n_ctx = model_path, n_ctx
+        self.cache_type = cache_type  # q8_0 | q4_0 | None (f16)
         self.n_threads, self.n_gpu_layers = n_threads, n_gpu_layers
         self.fallback_template = chat_template
         self.llm = None
@@ -148,13 +153,18 @@ class LlamaCppEngine(Engine):
             raise MissingExtraError("llama-cpp-python", "llamacpp", "this replica's node") \
                 from None
 
+        kv = {}
+        if self.cache_type:  # a quantized V cache needs flash attention in llama.cpp
+            ggml = getattr(llama_cpp, f"GGML_TYPE_{self.cache_type.upper()}")
+            kv = {"type_k": ggml, "type_v": ggml, "flash_attn": True}
+
         def load():
             # Prompt processing gets the same threads as decoding: left unset it takes every
             # core of the machine, which a replica holding one CPU does not own.
             self.llm = llama_cpp.Llama(
                 model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads, n_gpu_layers=self.n_gpu_layers,
-                logits_all=False, verbose=False)
+                logits_all=False, verbose=False, **kv)
             # One real decode step before the replica says it is ready: an engine build that
             # crashes on this CPU or this quantization fails the pool at `up`, not the first
             # user's request.

@@ -85,11 +85,13 @@ class LlamaServer(LlamaCpp):
                 "model_path": str(Path(artifact) / MODEL_FILE), "slots": c.perf.batch,
                 "ctx_per_slot": self.serving_context(n), "threads": threads,
                 "gpu_layers": 999 if "GPU" in c.replica_resources else 0,
+                "cache_type": c.kv_cache_dtype if c.kv_cache_dtype != "fp16" else None,
                 "chat_template": get_model(model).chat_template}
 
 
 def server_command(binary: str, model_path: str, port: int, *, slots: int,
-                   ctx_per_slot: int, threads: int | None, gpu_layers: int) -> list[str]:
+                   ctx_per_slot: int, threads: int | None, gpu_layers: int,
+                   cache_type: str | None = None) -> list[str]:
     cmd = [binary, "-m", model_path, "--host", "127.0.0.1", "--port", str(port),
            "-c", str(slots * ctx_per_slot), "-np", str(slots), "-ngl", str(gpu_layers),
            "--metrics", "--slots", "--no-webui", "-a", "model",
@@ -101,6 +103,8 @@ def server_command(binary: str, model_path: str, port: int, *, slots: int,
            "--threads-http", str(slots + 4)]
     if threads:
         cmd += ["-t", str(threads), "-tb", str(threads)]
+    if cache_type:  # the plan's quantized KV cache (a quantized V needs -fa, set above)
+        cmd += ["-ctk", cache_type, "-ctv", cache_type]
     return cmd
 
 
@@ -116,11 +120,11 @@ class LlamaServerEngine(SupervisedUpstream):
 
     def __init__(self, binary: str, model_path: str, *, slots: int = 1,
                  ctx_per_slot: int = 2048, threads: int | None = None, gpu_layers: int = 0,
-                 chat_template: str | None = None):
+                 chat_template: str | None = None, cache_type: str | None = None):
         def command(port: int) -> list[str]:
             return server_command(binary, model_path, port, slots=slots,
                                   ctx_per_slot=ctx_per_slot, threads=threads,
-                                  gpu_layers=gpu_layers)
+                                  gpu_layers=gpu_layers, cache_type=cache_type)
 
         super().__init__(command, served_model="model", max_batch=slots,
                          context_tokens=ctx_per_slot, tokenizer_gguf=model_path,

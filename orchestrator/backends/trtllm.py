@@ -52,7 +52,7 @@ class Trtllm(Backend):
         return SOURCE_KIND.get(c.precision, "hf"), {
             "dtype": "bfloat16" if c.precision == "bf16" else "float16",
             "quant_algo": QUANT_ALGO[c.precision],
-            "kv_cache_quant_algo": "FP8" if plan.kv_cache_dtype == "fp8" else None,
+            "kv_cache_quant_algo": "FP8" if c.kv_cache_dtype == "fp8" else None,
             "max_batch_size": max(1, min(c.perf.batch, 256)),
             "max_input_len": max(1, max_seq - 1),
             "max_seq_len": max_seq,

@@ -50,6 +50,8 @@ class Vllm(Backend):
         params = {"dtype": "bfloat16" if c.precision == "bf16" else "float16",
                   "quantization": QUANTIZATION.get(c.precision),
                   "max_model_len": c.memory.max_context}
+        if c.kv_cache_dtype == "fp8":  # the planner picks it only where the GPU has FP8
+            params["kv_cache_dtype"] = "fp8"
         if node.is_cpu:
             # vLLM on CPU takes its KV cache size from VLLM_CPU_KVCACHE_SPACE (GiB), and
             # compiling costs ~80 s of start-up for ~15 % decode (docs/serving.md): eager.
@@ -87,6 +89,7 @@ class Vllm(Backend):
                 "max_model_len": rec.get("max_model_len"),
                 "enforce_eager": rec.get("enforce_eager", False),
                 "cpu_kv_space_gib": rec.get("cpu_kv_space_gib"),
+                "kv_cache_dtype": rec.get("kv_cache_dtype"),
                 "chat_template": get_model(model).chat_template}
 
     def placement(self, n):
@@ -107,9 +110,10 @@ class VllmEngine(Engine):
     def __init__(self, model: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
                  quantization: str | None = None, max_model_len: int | None = None,
                  enforce_eager: bool = False, chat_template: str | None = None,
-                 cpu_kv_space_gib: int | None = None):
+                 cpu_kv_space_gib: int | None = None, kv_cache_dtype: str | None = None):
         self.kwargs = dict(model=model, tensor_parallel_size=tensor_parallel_size,
                            dtype=dtype, quantization=quantization,
+                           kv_cache_dtype=kv_cache_dtype,
                            max_model_len=max_model_len, enforce_eager=enforce_eager,
                            # inside a Serve replica the placement group is Ray's
                            distributed_executor_backend="ray" if tensor_parallel_size > 1

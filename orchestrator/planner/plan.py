@@ -78,6 +78,10 @@ class Choice(_Data):
     node_tokens_per_s: float
     replica_resources: dict[str, float]
     why: str
+    # the cache type chosen for this node type (planner.kv_cache_dtype auto: the least lossy
+    # that holds min_context), and why
+    kv_cache_dtype: str = "fp16"
+    kv_note: str = ""
 
     @property
     def single_stream_tokens_per_s(self) -> float:
@@ -130,7 +134,7 @@ class Plan(_Data):
     objective: str
     min_context: int
     min_precision: str | None
-    kv_cache_dtype: str
+    kv_cache_dtype: str  # the spec's: auto, or the one type every node type must use
     typical_sequence: int
     node_types: list[NodePlan]
 

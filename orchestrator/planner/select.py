@@ -162,37 +162,68 @@ def _try(req, model, ps, backend, precision) -> tuple[list[Choice], list[Rejecti
         if precision.needs_bf16 and not gpu.bf16:
             return [], [Rejection(precision=pid, backend=bid, layout=None, kind="unsupported",
                                   reason=f"{gpu.id} has no BF16 support")]
+    kv_types = backend.kv_cache_types(ps.kv_cache_dtype)
+    unsupported = [(kv, backend.kv_unsupported(kv, req.hw)) for kv in kv_types]
+    kv_types = [kv for kv, why in unsupported if why is None]
+    if not kv_types:  # only where the spec forces one type: auto always has fp16
+        return [], [Rejection(precision=pid, backend=bid, layout=None, kind="unsupported",
+                              reason=f"kv_cache_dtype {ps.kv_cache_dtype}: {unsupported[0][1]}")]
     weights, source = precision.weight_bytes(model)
     fits, last_fail = [], None
     for size in _sizes(req, backend, model):
         layout = _layout(req, backend, size)
-        fit = mem.fit(layout, backend, model, weights, ps.kv_cache_dtype,
-                      ps.usable_memory_fraction)
-        need_kv = ps.min_context * fit.kv_bytes_per_token
-        if not fit.weights_fit or fit.kv_bytes < need_kv:
-            last_fail = (layout, fit, need_kv)
-            continue
-        fits.append(_choice(req, model, ps, backend, precision, layout, fit, source))
+        tried = []  # (kv type, its fit, KV bytes min_context needs) that did not fit
+        for kv in kv_types:
+            fit = mem.fit(layout, backend, model, weights, kv, ps.usable_memory_fraction)
+            need_kv = ps.min_context * fit.kv_bytes_per_token
+            if fit.weights_fit and fit.kv_bytes >= need_kv:
+                fits.append(_choice(req, model, ps, backend, precision, layout, fit, source,
+                                    kv, tried))
+                break
+            tried.append((kv, fit, need_kv))
+        else:
+            last_fail = (layout, tried)
     if fits or last_fail is None:
         return fits, []
-    return [], [_memory_rejection(precision, backend, ps, *last_fail)]
+    skipped = "; ".join(f"{kv} KV cache not tried: {why}" for kv, why in unsupported if why)
+    return [], [_memory_rejection(precision, backend, ps, *last_fail, skipped)]
 
 
-def _memory_rejection(precision, backend, ps, layout, fit, need_kv) -> Rejection:
+def _kv_sizes(tried) -> str:
+    return ", ".join(f"{kv} {fit.kv_bytes_per_token:,.0f} B/token" for kv, fit, _ in tried)
+
+
+def _memory_rejection(precision, backend, ps, layout, tried, skipped="") -> Rejection:
+    """Why nothing fit, told from the most compact cache type tried (the closest miss)."""
+    kv, fit, need_kv = tried[-1]
     per = "" if layout.hw.is_cpu else f" ({ps.usable_memory_fraction:.0%} of " \
         f"{layout.size}x {layout.hw.gpu.vram_gib:g} GiB)"
     total = fit.weights_bytes + fit.overhead_bytes + need_kv
     # The split is even, so weights not fitting on one device means the total is short too.
     short = total - fit.usable_bytes
     kind = "memory" if not fit.weights_fit else "context"
+    tried_all = (f"; KV cache types tried: {_kv_sizes(tried)}" if len(tried) > 1 else "")
     reason = (f"needs {_gb(fit.weights_bytes)} of weights + {_gb(fit.overhead_bytes)} runtime"
-              f" + {_gb(need_kv)} KV for {ps.min_context}-token context = {_gb(total)}, "
-              f"{_gb(fit.usable_bytes)} usable{per}; short by {_gb(short)}")
+              f" + {_gb(need_kv)} {kv} KV for {ps.min_context}-token context = {_gb(total)}, "
+              f"{_gb(fit.usable_bytes)} usable{per}; short by {_gb(short)} "
+              f"({int(short):,} bytes){tried_all}" + (f"; {skipped}" if skipped else ""))
     return Rejection(precision=precision.id, backend=backend.id, layout=layout.describe(),
                      kind=kind, reason=reason, shortfall_bytes=int(short))
 
 
-def _choice(req, model, ps, backend, precision, layout, fit, source) -> Choice:
+def _kv_note(kv: str, fit, tried, ps) -> str:
+    """Why this KV-cache type: the least lossy that holds min_context, with what the less
+    compact ones would have needed."""
+    if not tried:
+        return f"KV cache {kv} ({fit.kv_bytes_per_token:,.0f} B/token)"
+    missed = "; ".join(f"{k} {f.kv_bytes_per_token:,.0f} B/token needs {_gb(need)}, "
+                       f"{_gb(max(f.kv_bytes, 0))} left" for k, f, need in tried)
+    return (f"KV cache {kv} ({fit.kv_bytes_per_token:,.0f} B/token), the least lossy that "
+            f"holds {ps.min_context} tokens ({missed})")
+
+
+def _choice(req, model, ps, backend, precision, layout, fit, source, kv="fp16",
+            tried=()) -> Choice:
     sp = speeds(layout, backend, model, precision, fit.weights_bytes, fit.kv_bytes_per_token)
     seed_ctx = SEED_PROMPT + SEED_OUTPUT / 2
     batch = backend.concurrency(fit.kv_tokens, ps.typical_sequence, ps.min_context)
@@ -230,7 +261,8 @@ def _choice(req, model, ps, backend, precision, layout, fit, source) -> Choice:
         parallelism=layout.parallelism, gpus_per_replica=layout.size,
         replicas_per_node=replicas, memory=memory, perf=perf,
         speed_model=SpeedModel(**sp.__dict__), node_tokens_per_s=batched * replicas,
-        replica_resources=resources, why="")
+        replica_resources=resources, why="", kv_cache_dtype=kv,
+        kv_note=_kv_note(kv, fit, tried, ps))
 
 
 def _same(a: Choice, b: Choice) -> bool:
@@ -243,7 +275,8 @@ def _why(objective, c: Choice, model: ModelArch, ps: PlannerSpec) -> str:
             f"{BACKENDS[c.backend].display}, {c.layout}, {c.replicas_per_node} replica(s) per "
             f"node; weights {_gb(c.memory.weights_bytes)} ({c.memory.weights_source}), KV room "
             f"{_gb(c.memory.kv_room_bytes)} = {c.memory.kv_tokens} tokens "
-            f"(>= {ps.min_context} required); est. {c.node_tokens_per_s:.1f} tok/s per node")
+            f"(>= {ps.min_context} required); {c.kv_note}; est. "
+            f"{c.node_tokens_per_s:.1f} tok/s per node")
 
 
 def _lost_to(c: Choice, best: Choice) -> Rejection:

@@ -124,6 +124,21 @@ def wedged_worker_fails_health(model_path):
     return asyncio.run(go())
 
 
+def quantized_cache_serves(model_path, cache_type):
+    """The engine with the planner's quantized KV cache (type_k/type_v, flash attention)."""
+    from orchestrator.models.catalog import get_model
+
+    eng = serving_backend("llamacpp").make_engine(
+        model_path=model_path, n_ctx=1024, n_threads=1, cache_type=cache_type,
+        chat_template=get_model("gemma-3-270m").chat_template)
+    asyncio.run(eng.start())
+    ctx = eng.llm.context_params
+    out = _collect(eng, GenerateRequest("q", prompt="The capital of France is", max_tokens=8,
+                                        temperature=0))
+    return {"type_k": ctx.type_k, "type_v": ctx.type_v, "n": out[-1].completion_tokens,
+            "text": "".join(c.text for c in out)}
+
+
 def corrupt_model_fails_to_load(path):
     eng = serving_backend("llamacpp").make_engine(model_path=path, n_ctx=256)
     asyncio.run(eng.start())
@@ -136,6 +151,13 @@ def test_stream_respects_max_tokens_and_counts(demo_model_path):
     assert r["finish"] == "length" and r["n"] == 6
     assert r["prompt_tokens"] == r["counted"] and r["same"]
     assert r["seeded"] == [2, 2]
+
+
+@pytest.mark.parametrize("cache_type,ggml", [("q8_0", 8), ("q4_0", 2)])
+def test_a_quantized_kv_cache_reaches_llama_cpp_and_serves(demo_model_path, cache_type, ggml):
+    r = run_isolated(quantized_cache_serves, demo_model_path, cache_type)
+    assert (r["type_k"], r["type_v"]) == (ggml, ggml)
+    assert r["n"] == 8 and r["text"].strip()
 
 
 def test_stop_sequence_ends_the_stream(demo_model_path):

@@ -107,11 +107,80 @@ def test_memory_split_to_the_byte_for_2x3090_q4_k_m():
 
 
 def test_fp8_kv_roughly_doubles_tokens():
-    base = cluster(node_type(precisions=["awq_int4"], backends=["vllm"]))
+    base = cluster(node_type(name="l40s-x2", gpu="l40s", interconnect="pcie",
+                             precisions=["awq_int4"], backends=["vllm"]))
     fp16 = plan_cluster(ClusterSpec.model_validate(base)).node_types[0].choice
     fp8 = plan_cluster(ClusterSpec.model_validate(
         {**base, "planner": {"kv_cache_dtype": "fp8"}})).node_types[0].choice
+    assert (fp16.kv_cache_dtype, fp8.kv_cache_dtype) == ("fp16", "fp8")
     assert fp8.memory.kv_tokens == pytest.approx(2 * fp16.memory.kv_tokens, rel=0.01)
+
+
+def test_fp8_kv_override_refused_without_fp8_tensor_cores():
+    spec = ClusterSpec.model_validate(cluster(
+        node_type(precisions=["awq_int4"], backends=["vllm"]),
+        planner={"kv_cache_dtype": "fp8"}))
+    n = plan_cluster(spec).node_types[0]
+    assert n.choice is None
+    (r,) = [r for r in n.rejected if r.backend == "vllm"]
+    assert r.kind == "unsupported"
+    assert "FP8 tensor cores (sm89+)" in r.reason and "rtx-3090" in r.reason
+
+
+def test_auto_kv_keeps_fp16_where_the_context_fits():
+    n = plan_cluster(ClusterSpec.model_validate(cluster(node_type()))).node_types[0]
+    assert n.choice.kv_cache_dtype == "fp16"
+    assert "KV cache fp16 (327,680 B/token)" in n.choice.why
+
+
+def test_auto_kv_picks_the_least_lossy_cache_that_reaches_the_context():
+    """The seed guide: full context needs more VRAM or a quantized KV cache. Where fp16
+    cannot hold min_context on an FP8-capable pair (2x L40S, INT4 weights), fp8 can."""
+    nt = node_type(name="l40s-x2", gpu="l40s", interconnect="pcie",
+                   precisions=["awq_int4"], backends=["vllm"])
+    spec = ClusterSpec.model_validate(cluster(nt))
+    fp16 = plan_cluster(spec).node_types[0].choice
+    assert fp16.kv_cache_dtype == "fp16"
+    ctx = fp16.memory.kv_tokens + 1000  # one more than fp16 holds, well within fp8
+    c = plan_cluster(spec, min_context=ctx).node_types[0].choice
+    assert c.kv_cache_dtype == "fp8"
+    assert c.memory.kv_bytes_per_token == 163_840 and c.memory.kv_tokens >= ctx
+    assert f"fp16 327,680 B/token needs {ctx * 327_680 / 1e9:.2f} GB" in c.why
+
+
+def test_auto_kv_on_llamacpp_goes_to_q8_0_then_q4_0():
+    nt = node_type(precisions=["q4_k_m"], backends=["llamacpp"])
+    spec = ClusterSpec.model_validate(cluster(nt))
+    fp16_room = plan_cluster(spec).node_types[0].choice.memory.kv_room_bytes
+    # a context that fp16 cannot hold but q8_0 (34 B per 32 values) can, then q4_0
+    ctx8 = int(fp16_room / (327_680 * 34 / 64)) - 16
+    assert plan_cluster(spec, min_context=ctx8).node_types[0].choice.kv_cache_dtype == "q8_0"
+    ctx4 = int(fp16_room / (327_680 * 18 / 64)) - 16
+    c = plan_cluster(spec, min_context=ctx4).node_types[0].choice
+    assert c.kv_cache_dtype == "q4_0" and c.memory.kv_tokens >= ctx4
+    assert "fp16" in c.kv_note and "q8_0" in c.kv_note
+
+
+def test_full_context_on_two_3090s_picks_a_quantized_cache_or_says_the_bytes_short():
+    """131,072 tokens of Llama 3.1 70B on 2x RTX 3090: IQ3_M weights with a q4_0 cache fit;
+    Q4_K_M is short even with q4_0, and says by how many bytes."""
+    n = plan_cluster(ClusterSpec.model_validate(cluster(node_type())),
+                     min_context=131_072).node_types[0]
+    assert (n.choice.precision, n.choice.kv_cache_dtype) == ("iq3_m", "q4_0")
+    assert n.choice.memory.kv_tokens >= 131_072
+    (r,) = [r for r in n.rejected if r.backend == "llamacpp" and r.precision == "q4_k_m"]
+    assert r.kind == "context"
+    # the closest miss is the most compact cache, q4_0: 131,072 x 92,160 B = 12.08 GB
+    assert "12.08 GB q4_0 KV for 131072-token context" in r.reason
+    assert f"({r.shortfall_bytes:,} bytes)" in r.reason
+    assert "fp16 327,680 B/token, q8_0 174,080 B/token, q4_0 92,160 B/token" in r.reason
+
+
+def test_llamacpp_fp8_override_means_q8_0():
+    spec = ClusterSpec.model_validate(cluster(
+        node_type(precisions=["q4_k_m"], backends=["llamacpp"]),
+        planner={"kv_cache_dtype": "fp8"}))
+    assert plan_cluster(spec).node_types[0].choice.kv_cache_dtype == "q8_0"
 
 
 def test_fp8_weights_need_sm89():
@@ -125,7 +194,9 @@ def test_fp8_weights_need_sm89():
 
 
 def test_min_context_rejects_with_context_kind():
-    spec = ClusterSpec.model_validate(cluster(planner={"min_context": 131072}))
+    # with the cache forced to fp16 (auto finds IQ3_M with a q4_0 cache: test above)
+    spec = ClusterSpec.model_validate(cluster(planner={"min_context": 131072,
+                                                       "kv_cache_dtype": "fp16"}))
     n = plan_cluster(spec).node_types[0]
     assert n.choice is None
     assert {r.kind for r in n.rejected} >= {"context", "memory"}

@@ -1,0 +1,65 @@
+"""The KV-cache type the planner chose reaches each engine: llama-server's -ctk/-ctv,
+llama-cpp-python's type_k/type_v (with flash attention, which a quantized V cache needs),
+vLLM's kv_cache_dtype and TensorRT-LLM's kv_cache_quant_algo. No engine runs here: the
+mapping is checked at the arguments each backend hands its engine."""
+
+from orchestrator.backends import get_backend
+from orchestrator.backends.llamaserver import server_command
+from orchestrator.build.spec import build_specs
+from orchestrator.config import ClusterSpec
+from orchestrator.planner.select import plan_cluster
+from tests.conftest import cluster, node_type
+
+
+def _plan(nt: dict, **planner):
+    spec = ClusterSpec.model_validate(cluster(nt, planner=planner or None)
+                                      if planner else cluster(nt))
+    return spec, plan_cluster(spec)
+
+
+def test_llamacpp_backends_pass_a_quantized_cache_to_the_engine():
+    nt = node_type(precisions=["q4_k_m"], backends=["llamaserver"])
+    spec, plan = _plan(nt, kv_cache_dtype="q8_0")
+    n = plan.node_types[0]
+    assert n.choice.kv_cache_dtype == "q8_0"
+    args = get_backend("llamaserver").engine_args(n, spec.model, "/store/key")
+    assert args["cache_type"] == "q8_0"
+    cmd = " ".join(server_command("/b", "/m.gguf", 1, slots=1, ctx_per_slot=512, threads=1,
+                                  gpu_layers=0, cache_type=args["cache_type"]))
+    assert "-ctk q8_0 -ctv q8_0" in cmd and "-fa" in cmd.split()
+    spec, plan = _plan(node_type(precisions=["q4_k_m"], backends=["llamacpp"]),
+                       kv_cache_dtype="q4_0")
+    args = get_backend("llamacpp").engine_args(plan.node_types[0], spec.model, "/s")
+    assert args["cache_type"] == "q4_0"
+
+
+def test_fp16_cache_adds_nothing_to_the_engines_arguments():
+    spec, plan = _plan(node_type(precisions=["q4_k_m"], backends=["llamaserver"]))
+    n = plan.node_types[0]
+    assert get_backend("llamaserver").engine_args(n, spec.model, "/s")["cache_type"] is None
+    assert "-ctk" not in server_command("/b", "/m", 1, slots=1, ctx_per_slot=512, threads=1,
+                                        gpu_layers=0)
+
+
+def test_llama_cpp_python_engine_maps_the_cache_type_to_ggml_types():
+    import llama_cpp
+
+    from orchestrator.backends.llamacpp import LlamaCppEngine
+
+    e = LlamaCppEngine("/m.gguf", cache_type="q8_0")
+    assert e.cache_type == "q8_0"
+    assert getattr(llama_cpp, "GGML_TYPE_Q8_0") == 8 and getattr(llama_cpp, "GGML_TYPE_Q4_0") == 2
+
+
+def test_vllm_and_trtllm_get_fp8_where_the_plan_chose_it():
+    nt = node_type(name="l40s-x2", gpu="l40s", interconnect="pcie",
+                   precisions=["awq_int4"], backends=["vllm"])
+    spec, plan = _plan(nt, kv_cache_dtype="fp8")
+    (bs,) = build_specs(plan, spec)
+    assert bs.params["kv_cache_dtype"] == "fp8"
+    spec, plan = _plan({**nt, "backends": ["trtllm"]}, kv_cache_dtype="fp8")
+    (bs,) = build_specs(plan, spec)
+    assert bs.params["kv_cache_quant_algo"] == "FP8"
+    spec, plan = _plan({**nt, "backends": ["trtllm"]})  # auto, fp16 fits
+    (bs,) = build_specs(plan, spec)
+    assert bs.params["kv_cache_quant_algo"] is None
