@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time as _time
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -61,7 +62,42 @@ def resources_view(res: NodeResources) -> Group:
     return Group(*parts)
 
 
-def plan_view(plan: Plan, explain: bool = False) -> Group:
+# The plan's columns: all of them with --wide; else the ones that decide a deployment, so
+# the table fits 100 columns (the ceilings and hardware are in --wide, --explain and --json)
+PLAN_COLUMNS = ("node type", "hardware", "precision", "backend", "layout", "replicas",
+                "weights", "KV room (cache)", "max ctx", "1-stream tok/s (ceiling)",
+                "batched tok/s (ceiling)", "prefill tok/s")
+PLAN_COMPACT = ("node type", "precision", "backend", "layout", "replicas", "KV room (cache)",
+                "batched tok/s", "prefill tok/s")
+SHORT_HEADERS = {"KV room (cache)": "KV room", "batched tok/s": "tok/s",
+                 "prefill tok/s": "prefill", "replicas": "repl."}
+
+
+def _plan_cells(n: NodePlan, wide: bool) -> dict[str, str | Text]:
+    c = n.choice
+    if c is None:
+        return {"node type": n.node_type, "hardware": n.hardware,
+                "precision": Text("cannot fit", style="red"), "replicas": "0"}
+    p = c.perf
+    return {
+        "node type": n.node_type, "hardware": n.hardware, "precision": c.precision_display,
+        "backend": BACKENDS[c.backend].display, "layout": c.layout,
+        "replicas": f"{c.replicas_per_node}/node x {n.count} = {n.replicas}" if wide
+        else str(n.replicas),
+        "weights": _gb(c.memory.weights_bytes),
+        "KV room (cache)": f"{_gb(c.memory.kv_room_bytes)} ({c.kv_cache_dtype})" if wide
+        else f"{_gb(c.memory.kv_room_bytes)} {c.kv_cache_dtype}",
+        "max ctx": str(c.memory.max_context),
+        "1-stream tok/s (ceiling)":
+            f"{p.single_stream_tokens_per_s:.1f} ({p.single_stream_ceiling:.1f})",
+        "batched tok/s (ceiling)": f"{p.batched_tokens_per_s:.0f} @{p.batch} "
+                                   f"({p.batched_ceiling:.0f})",
+        "batched tok/s": f"{p.batched_tokens_per_s:.0f} @{p.batch}",
+        "prefill tok/s": f"{p.prefill_tokens_per_s:.0f} ({p.prefill_ceiling:.0f})" if wide
+        else f"{p.prefill_tokens_per_s:.0f}"}
+
+
+def plan_view(plan: Plan, explain: bool = False, wide: bool = False) -> Group:
     floor = plan.min_precision or "none"
     # a node type may set its own objective; name those, or the header would misstate them
     own = [f"{n.node_type}: {n.objective}" for n in plan.node_types
@@ -71,26 +107,17 @@ def plan_view(plan: Plan, explain: bool = False) -> Group:
         f"Plan for {plan.model_display} on cluster {plan.cluster!r}: objective {objective}, "
         f"min context {plan.min_context}, precision floor {floor}, KV {plan.kv_cache_dtype}",
         style="bold")]
-    t = Table(title="Chosen layout per node type")
-    for col in ("node type", "hardware", "precision", "backend", "layout", "replicas",
-                "weights", "KV room (cache)", "max ctx", "1-stream tok/s (ceiling)",
-                "batched tok/s (ceiling)", "prefill tok/s"):
-        t.add_column(col, overflow="fold")
+    columns = PLAN_COLUMNS if wide else PLAN_COMPACT
+    # compact: no vertical rules and short headers; names stay whole, numbers wrap first
+    t = Table(title="Chosen layout per node type",
+              **({} if wide else {"box": box.SIMPLE_HEAD, "pad_edge": False,
+                                  "collapse_padding": True}))
+    for col in columns:
+        t.add_column(col if wide else SHORT_HEADERS.get(col, col), overflow="fold",
+                     no_wrap=col in ("node type", "precision"))
     for n in plan.node_types:
-        c = n.choice
-        if c is None:
-            t.add_row(n.node_type, n.hardware, Text("cannot fit", style="red"),
-                      "-", "-", "0", "-", "-", "-", "-", "-", "-")
-            continue
-        p = c.perf
-        t.add_row(
-            n.node_type, n.hardware, c.precision_display, BACKENDS[c.backend].display, c.layout,
-            f"{c.replicas_per_node}/node x {n.count} = {n.replicas}",
-            _gb(c.memory.weights_bytes), f"{_gb(c.memory.kv_room_bytes)} ({c.kv_cache_dtype})",
-            str(c.memory.max_context),
-            f"{p.single_stream_tokens_per_s:.1f} ({p.single_stream_ceiling:.1f})",
-            f"{p.batched_tokens_per_s:.0f} @{p.batch} ({p.batched_ceiling:.0f})",
-            f"{p.prefill_tokens_per_s:.0f} ({p.prefill_ceiling:.0f})")
+        cells = _plan_cells(n, wide)
+        t.add_row(*(cells.get(col, "-") for col in columns))
     parts.append(t)
     for n in plan.node_types:
         if n.choice is None:

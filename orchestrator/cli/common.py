@@ -15,9 +15,9 @@ from rich.console import Console
 from orchestrator.errors import Deprecated, OrchestratorError
 
 
-def console() -> Console:
-    # Piped output would otherwise wrap the plan table at 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 200)
+def console(width: int = 200) -> Console:
+    """The terminal's width on a terminal; piped, ``width`` (rich would take 80)."""
+    return Console(width=None if sys.stdout.isatty() else width)
 
 
 def user_errors(fn):

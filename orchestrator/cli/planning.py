@@ -20,9 +20,12 @@ from orchestrator.errors import UserError
 @click.option("--json", "as_json", is_flag=True, help="Print the whole Plan as JSON.")
 @click.option("--explain", is_flag=True,
               help="Also show every alternative and rejected candidate, with reasons.")
+@click.option("--wide", is_flag=True,
+              help="Every column (hardware, weights, single-stream speed, ceilings); "
+                   "without it the table fits the terminal, or 100 columns when piped.")
 @user_errors
 def plan(cluster_path, model, objective, old_objective, min_context, min_precision, as_json,
-         explain):
+         explain, wide):
     """Choose precision, backend, tensor-parallel size and replicas for each node type.
 
     Exits non-zero when the model fits on no node type at all.
@@ -46,7 +49,8 @@ def plan(cluster_path, model, objective, old_objective, min_context, min_precisi
     else:
         from orchestrator.views import plan_view
 
-        console().print(plan_view(result, explain=explain))
+        console(width=250 if wide else 100).print(plan_view(result, explain=explain,
+                                                            wide=wide))
     require_feasible(result)
 
 

@@ -58,10 +58,13 @@ def plot(results: list[PolicyResult], path: str, title: str) -> None:
 
         raise UserError("--plot needs matplotlib: pip install 'orchestrator[plot]'") from None
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r in results:
+    # more series than the palette's 10 colours: the marker tells the repeats apart
+    markers = "os^Dv"
+    for i, r in enumerate(results):
         if r.sweep:
             pts = sorted((p["rate_req_s"], p["attainment"]) for p in r.sweep)
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o",
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts],
+                    marker=markers[i // 10 % len(markers)], linestyle="-" if i < 10 else "--",
                     label=f"{r.policy} (goodput {r.goodput_req_s:.2f} req/s)")
         elif r.summary:
             ax.scatter([r.summary.rate_req_s], [100 * r.summary.slo_attainment], label=r.policy)

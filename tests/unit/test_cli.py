@@ -75,6 +75,20 @@ def test_plan_table_and_explain(run):
     assert "q5_k_m" in r.output and "short by" in r.output
 
 
+@pytest.mark.parametrize("spec, args", [
+    ("mixed.yaml", []), ("mixed.yaml", ["--explain"]),
+    ("mixed.yaml", ["--explain", "--min-context", "131072"]),
+    ("seed-table.yaml", ["--explain"]), ("local.yaml", ["--explain"])])
+def test_plan_fits_100_columns_and_wide_shows_every_column(run, spec, args):
+    r = run("plan", CLUSTERS / spec, *args)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert max(len(line) for line in lines) <= 100, max(lines, key=len)
+    assert "KV room" in r.output and "hardware" not in r.output
+    wide = run("plan", CLUSTERS / spec, "--wide", *args)
+    assert "hardware" in wide.output and "1-stream tok/s" in wide.output
+
+
 def test_plan_json_is_the_plan(run):
     r = run("plan", CLUSTERS / "mixed.yaml", "--json")
     data = json.loads(r.output)
