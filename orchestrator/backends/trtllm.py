@@ -15,14 +15,78 @@ from orchestrator.backends.base import (Backend, BuildSpec, Calibration, need_so
 from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
                                        template_error)
 from orchestrator.engines.chat import encode_once
-from orchestrator.errors import MissingExtraError
+from orchestrator.errors import BuildFailed, MissingExtraError
 
 ENGINE_DIR = "engine"  # the artifact: a compiled engine directory, or the record below
 PYTORCH_RECORD = "pytorch_backend.json"
+RUNTIME_RECORD = "runtime.json"  # beside either: the settings LLM(...) takes at start-up
+RUNTIME_KEYS = ("max_batch_size", "max_num_tokens", "max_seq_len", "enable_chunked_context",
+                "kv_cache_free_gpu_memory_fraction", "kv_cache_quant_algo")
 # TensorRT-LLM's quantization algorithm per precision (tensorrt_llm QuantAlgo names).
 QUANT_ALGO = {"f16": None, "bf16": None, "fp8_w8a8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL",
               "awq_int4": "W4A16_AWQ", "gptq_int4": "W4A16_GPTQ"}
 SOURCE_KIND = {"awq_int4": "awq", "gptq_int4": "gptq"}  # else an F16/BF16 "hf" checkpoint
+# ModelOpt writes this beside a quantized checkpoint; TensorRT-LLM's loaders read it
+MODELOPT_CONFIG = "hf_quant_config.json"
+# vLLM's name for the method of a checkpoint TensorRT-LLM refuses, for the refusal's advice
+VLLM_LOADS = {"awq": "awq_marlin", "gptq": "gptq_marlin"}
+
+
+def checkpoint_refusal(source: str, quant_algo: str | None, engine_path: bool) -> str | None:
+    """Why TensorRT-LLM cannot make the planned engine from ``source``, or None.
+
+    Its loaders take ModelOpt-quantized checkpoints (hf_quant_config.json) and F16/BF16
+    ones; an AutoAWQ or GPTQ checkpoint's quantization_config makes them raise
+    NotImplementedError("Unsupported quantization_config"). The engine path quantizes an
+    F16 checkpoint itself (ModelOpt, during the build); the PyTorch backend does not, so
+    there a planned quantization needs a checkpoint quantized ahead."""
+    root = Path(source)
+    if (root / MODELOPT_CONFIG).is_file():
+        return None
+    try:
+        config = json.loads((root / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    method = str((config.get("quantization_config") or {}).get("quant_method", "")).lower()
+    if method in VLLM_LOADS:
+        return (f"{source} is an {method.upper()} checkpoint (config.json quant_method "
+                f"{method!r}); TensorRT-LLM loads ModelOpt-quantized ones "
+                f"({MODELOPT_CONFIG}) and refuses this one. vLLM serves it "
+                f"(quantization {VLLM_LOADS[method]}): list vllm in the node type's backends; "
+                "or quantize the F16 checkpoint with ModelOpt (W4A16 AWQ) and point "
+                "artifacts.sources at the result")
+    if quant_algo and not engine_path:
+        return (f"the installed TensorRT-LLM has only its PyTorch backend, which does not "
+                f"quantize at load time, and {source} has no {MODELOPT_CONFIG}: the plan's "
+                f"{quant_algo} would serve F16 weights at twice the planned memory. Quantize "
+                "the checkpoint with ModelOpt and point artifacts.sources at it")
+    return None
+
+
+def sampling_kwargs(req: GenerateRequest) -> dict:
+    """SamplingParams arguments. Greedy is top_k 1 with no top_p: what every LLM API
+    release treats as greedy (older ones ignore temperature 0 and sample at top_p 1)."""
+    kw = dict(max_tokens=req.max_tokens, stop=list(req.stop) or None, seed=req.seed)
+    if req.temperature == 0:
+        return {**kw, "top_k": 1, "top_p": None, "temperature": None}
+    return {**kw, "temperature": req.temperature, "top_p": req.top_p}
+
+
+def runtime_kwargs(record: dict) -> dict:
+    """The plan's batch and length limits, chunked context and KV cache for ``LLM(...)``:
+    the engine path's build has them in its engine; the PyTorch backend takes them here."""
+    return {"max_batch_size": record["max_batch_size"],
+            "max_num_tokens": record["max_num_tokens"],
+            "max_seq_len": record["max_seq_len"],
+            "enable_chunked_prefill": record.get("enable_chunked_context", True)}
+
+
+def kv_cache_kwargs(record: dict) -> dict:
+    """KvCacheConfig arguments: the plan's share of GPU memory, and fp8 where planned."""
+    kw = {"free_gpu_memory_fraction": record.get("kv_cache_free_gpu_memory_fraction", 0.9)}
+    if record.get("kv_cache_quant_algo") == "FP8":
+        kw["dtype"] = "fp8"
+    return kw
 
 
 class Trtllm(Backend):
@@ -80,6 +144,14 @@ class Trtllm(Backend):
         try:
             from tensorrt_llm._tensorrt_engine import LLM as EngineLLM
         except ImportError:
+            EngineLLM = None
+        refusal = checkpoint_refusal(spec.source, spec.params["quant_algo"],
+                                     engine_path=EngineLLM is not None)
+        if refusal:
+            raise BuildFailed(f"{spec.node_type}: {refusal}")
+        # what the replica passes to LLM(...) at start-up, on either path
+        write_json(out / RUNTIME_RECORD, {k: spec.params.get(k) for k in RUNTIME_KEYS})
+        if EngineLLM is None:
             # Newer releases dropped the engine path: the PyTorch backend loads a checkpoint
             # at start-up, so the artifact records which (pre-)quantized checkpoint and
             # settings.
@@ -128,18 +200,29 @@ class TrtllmEngine(Engine):
             import tensorrt_llm  # noqa: F401
         except ImportError:
             raise MissingExtraError("tensorrt-llm", "trtllm", "this replica's node") from None
+        from tensorrt_llm.llmapi import KvCacheConfig
+
         engine = self.artifact_dir / ENGINE_DIR
+        runtime = self.artifact_dir / RUNTIME_RECORD
         if engine.is_dir():
             from tensorrt_llm._tensorrt_engine import LLM
 
-            self.llm = LLM(model=str(engine), tensor_parallel_size=self.tp)
+            # limits and the cache type are in the engine; chunked context and the cache's
+            # memory share are runtime settings (artifacts built before runtime.json: none)
+            rec = json.loads(runtime.read_text()) if runtime.is_file() else {}
+            kw = ({"enable_chunked_prefill": rec.get("enable_chunked_context", True),
+                   "kv_cache_config": KvCacheConfig(**{
+                       k: v for k, v in kv_cache_kwargs(rec).items() if k != "dtype"})}
+                  if rec else {})
+            self.llm = LLM(model=str(engine), tensor_parallel_size=self.tp, **kw)
         else:
             from tensorrt_llm import LLM
 
             record = json.loads((self.artifact_dir / PYTORCH_RECORD).read_text())
             self.llm = LLM(model=record["checkpoint"],
                            tensor_parallel_size=record["tensor_parallel_size"],
-                           enable_chunked_prefill=record.get("enable_chunked_context", True))
+                           kv_cache_config=KvCacheConfig(**kv_cache_kwargs(record)),
+                           **runtime_kwargs(record))
 
     def tokenize(self, text: str, rendered_chat: bool = False) -> list[int]:
         return encode_once(self.llm.tokenizer, text, rendered_chat)
@@ -159,8 +242,7 @@ class TrtllmEngine(Engine):
 
         chat = req.prompt is None or req.rendered_chat
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
-        params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
-                                top_p=req.top_p, stop=list(req.stop) or None, seed=req.seed)
+        params = SamplingParams(**sampling_kwargs(req))
         # generate_async takes token ids as well as text: a chat prompt goes in encoded
         # with exactly one BOS (engines/chat.encode_once)
         inputs = self.tokenize(prompt, True) if chat else prompt
