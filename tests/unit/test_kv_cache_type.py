@@ -63,3 +63,15 @@ def test_vllm_and_trtllm_get_fp8_where_the_plan_chose_it():
     spec, plan = _plan({**nt, "backends": ["trtllm"]})  # auto, fp16 fits
     (bs,) = build_specs(plan, spec)
     assert bs.params["kv_cache_quant_algo"] is None
+
+
+def test_every_precision_vllm_is_offered_maps_to_a_quantization_or_full_weights():
+    """A planned precision must reach vLLM as a quantization it applies (or loads from the
+    checkpoint kind the build names), never as F16 weights at a smaller memory estimate."""
+    from orchestrator.backends.vllm import QUANTIZATION, SOURCE_KIND, Vllm
+
+    for pid in Vllm.gpu_support:
+        assert pid in ("f16", "bf16") or pid in QUANTIZATION, pid
+        if pid in SOURCE_KIND:  # pre-quantized checkpoints: the kernel for their format
+            assert QUANTIZATION[pid].startswith(SOURCE_KIND[pid])
+    assert "int8_sq" not in Vllm.gpu_support
