@@ -15,6 +15,7 @@ from orchestrator.errors import Deprecated, SpecError
 from orchestrator.hardware.catalog import GPU_CATALOG
 from orchestrator.backends import BACKENDS
 from orchestrator.models.catalog import MODEL_CATALOG
+from orchestrator.models.checkpoints import CHECKPOINTS
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.planner.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from orchestrator.router.prefix import BLOCK_TOKENS
@@ -260,7 +261,7 @@ class PlannerSpec(_Spec):
         return None if v is None else [_one_of("backend", b, BACKENDS) for b in v]
 
 
-SOURCE_KINDS = ("gguf", "hf", "awq", "gptq", "imatrix")
+SOURCE_KINDS = tuple(CHECKPOINTS)
 
 
 class ArtifactsSpec(_Spec):
@@ -272,10 +273,9 @@ class ArtifactsSpec(_Spec):
     sources: dict[str, str] = Field(
         default_factory=dict,
         description="where the model's checkpoints are (a path, file:// or "
-                    "hf://ORG/REPO[/FILE][@REVISION]): gguf (a GGUF file to quantize "
-                    "from), hf (a Hugging Face checkpoint directory), awq / gptq "
-                    "(pre-quantized checkpoint directories), imatrix (llama.cpp importance "
-                    "matrix for IQ types)")
+                    "hf://ORG/REPO[/FILE][@REVISION]), by format: "
+                    + "; ".join(f"{k}: {v}" for k, v in CHECKPOINTS.items())
+                    + ". Named ones limit the plan to what a backend can start from them")
 
     @field_validator("sources")
     @classmethod

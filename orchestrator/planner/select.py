@@ -15,6 +15,8 @@ from orchestrator.models.catalog import ModelArch, get_model
 from orchestrator.models.precision import at_least, get_precision, quality_order
 from orchestrator.planner import memory as mem
 from orchestrator.planner import objectives
+from orchestrator.planner.checkpoints import starting_point
+from orchestrator.models.checkpoints import CHECKPOINTS
 from orchestrator.planner.nodes import NodeHardware, ReplicaLayout, hardware_of
 from orchestrator.planner.performance import decode_efficiency, prefill_efficiency, speeds
 from orchestrator.planner.plan import (
@@ -41,13 +43,15 @@ class NodeRequest:
     precisions: tuple[str, ...] | None = None
     backends: tuple[str, ...] | None = None
     max_batch: int | None = None  # what an upstream server says it decodes at once
+    # the checkpoint kinds the spec names (artifacts.sources); None: names none
+    checkpoints: frozenset[str] | None = None
 
 
-def request_of(nt: NodeTypeSpec) -> NodeRequest:
+def request_of(nt: NodeTypeSpec, checkpoints: frozenset[str] | None = None) -> NodeRequest:
     return NodeRequest(nt.name, hardware_of(nt), nt.count, nt.objective,
                        tuple(nt.precisions) if nt.precisions else None,
                        tuple(nt.backends) if nt.backends else None,
-                       nt.upstream.max_batch if nt.upstream else None)
+                       nt.upstream.max_batch if nt.upstream else None, checkpoints)
 
 
 def plan_cluster(spec: ClusterSpec, *, model: str | None = None, objective: str | None = None,
@@ -66,7 +70,8 @@ def plan_cluster(spec: ClusterSpec, *, model: str | None = None, objective: str 
                                        min_precision=min_precision).items() if v is not None}
     ps = PlannerSpec.model_validate({**spec.planner.model_dump(), **overrides})
     arch = get_model(model or spec.model)
-    nodes = [plan_node(request_of(nt), arch, ps) for nt in spec.node_types]
+    named = frozenset(spec.artifacts.sources) or None
+    nodes = [plan_node(request_of(nt, named), arch, ps) for nt in spec.node_types]
     return Plan(cluster=spec.name, model=arch.id, model_display=arch.display,
                 objective=ps.objective, min_context=ps.min_context,
                 min_precision=ps.min_precision,
@@ -168,6 +173,10 @@ def _try(req, model, ps, backend, precision) -> tuple[list[Choice], list[Rejecti
     if not kv_types:  # only where the spec forces one type: auto always has fp16
         return [], [Rejection(precision=pid, backend=bid, layout=None, kind="unsupported",
                               reason=f"kv_cache_dtype {ps.kv_cache_dtype}: {unsupported[0][1]}")]
+    checkpoint, why_not = starting_point(backend, precision, req.checkpoints, req.hw, model)
+    if why_not:
+        return [], [Rejection(precision=pid, backend=bid, layout=None, kind="checkpoint",
+                              reason=why_not)]
     weights, source = precision.weight_bytes(model)
     fits, last_fail = [], None
     for size in _sizes(req, backend, model):
@@ -178,7 +187,7 @@ def _try(req, model, ps, backend, precision) -> tuple[list[Choice], list[Rejecti
             need_kv = ps.min_context * fit.kv_bytes_per_token
             if fit.weights_fit and fit.kv_bytes >= need_kv:
                 fits.append(_choice(req, model, ps, backend, precision, layout, fit, source,
-                                    kv, tried))
+                                    kv, tried).model_copy(update={"checkpoint": checkpoint}))
                 break
             tried.append((kv, fit, need_kv))
         else:
@@ -271,8 +280,11 @@ def _same(a: Choice, b: Choice) -> bool:
 
 
 def _why(objective, c: Choice, model: ModelArch, ps: PlannerSpec) -> str:
+    start = (f"from {CHECKPOINTS[c.checkpoint]} (artifacts.sources.{c.checkpoint})"
+             if c.checkpoint else "the spec names no checkpoints: its format assumed at hand")
     return (f"objective {objective.name} ({objective.description}): {c.precision_display} on "
-            f"{BACKENDS[c.backend].display}, {c.layout}, {c.replicas_per_node} replica(s) per "
+            f"{BACKENDS[c.backend].display} {start}, {c.layout}, {c.replicas_per_node} "
+            "replica(s) per "
             f"node; weights {_gb(c.memory.weights_bytes)} ({c.memory.weights_source}), KV room "
             f"{_gb(c.memory.kv_room_bytes)} = {c.memory.kv_tokens} tokens "
             f"(>= {ps.min_context} required); {c.kv_note}; est. "

@@ -29,7 +29,10 @@ def test_trtllm_specs_for_the_mixed_cluster(mixed_specs):
     assert a100.params["max_seq_len"] == 131072  # KV room exceeds the model's limit
     assert (r3090.backend, r3090.precision, r3090.arch, r3090.tp) == (
         "trtllm", "awq_int4", "sm86", 2)
-    assert r3090.params["quant_algo"] == "W4A16_AWQ" and r3090.source_kind == "awq"
+    assert r3090.params["quant_algo"] == "W4A16_AWQ"
+    # the checkpoints mixed.yaml names: F16 for the A100s, ModelOpt W4A16 for the 3090s
+    assert (a100.source_kind, a100.source) == ("hf", "/models/Llama-3.1-70B-Instruct")
+    assert r3090.source_kind == "modelopt_w4a16" and r3090.source.endswith("-modelopt")
     # lengths from the plan's KV budget: one sequence may use all of it
     assert r3090.params["max_seq_len"] == 13635
     assert r3090.params["max_input_len"] == r3090.params["max_seq_len"] - 1
