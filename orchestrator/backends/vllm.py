@@ -137,6 +137,9 @@ class VllmEngine(Engine):
         # prefill, which is what the router and the autoscaler count as waiting
         self.waiting: dict[str, tuple[int, int]] = {}
         self.rate = TokenRate()
+        # (running, waiting) as vLLM's scheduler last counted them (SchedulerCounts); None
+        # until its first step, or where this vLLM takes no stat logger
+        self.scheduler: tuple[int, int] | None = None
 
     async def start(self) -> None:
         try:
@@ -148,7 +151,9 @@ class VllmEngine(Engine):
             # its process, and the engine's worker process inherits it.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_space_gib)
         args = AsyncEngineArgs(**{k: v for k, v in self.kwargs.items() if v is not None})
-        self.engine = AsyncLLMEngine.from_engine_args(args)
+        loggers = scheduler_logger(self)
+        self.engine = (AsyncLLMEngine.from_engine_args(args, stat_loggers=loggers) if loggers
+                       else AsyncLLMEngine.from_engine_args(args))
         tok = self.engine.get_tokenizer()  # a coroutine before vLLM's V1 engine, plain after
         self.tokenizer = await tok if inspect.isawaitable(tok) else tok
 
@@ -211,8 +216,19 @@ class VllmEngine(Engine):
     async def cancel(self, request_id: str) -> None:
         await self.engine.abort(request_id)
 
+    def counts(self) -> tuple[int, int]:
+        """(running, waiting): vLLM's scheduler's, which knows preempted and queued
+        sequences; ours (first output or not) before its first step. Its last count
+        outlives the step that made it, so with nothing in flight here it is zero."""
+        if not (self.running or self.waiting):
+            return 0, 0
+        if self.scheduler is not None:
+            return self.scheduler
+        return len(self.running), len(self.waiting)
+
     def stats(self) -> EngineStats:
-        return EngineStats(running=len(self.running), waiting=len(self.waiting),
+        running, waiting = self.counts()
+        return EngineStats(running=running, waiting=waiting,
                            waiting_prefill_tokens=sum(p for p, _ in self.waiting.values()),
                            waiting_output_tokens=sum(m for _, m in self.waiting.values()),
                            decode_tokens_left=sum(self.running.values()),
@@ -221,3 +237,35 @@ class VllmEngine(Engine):
     async def stop(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
+
+
+class SchedulerCounts:
+    """A vLLM stat logger (its StatLoggerBase interface, subclassed where vLLM imports) that
+    keeps the scheduler's running and waiting counts on the engine for ``stats()``."""
+
+    def __init__(self, engine: VllmEngine):
+        self.engine = engine
+
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+        if scheduler_stats is not None:
+            waiting = scheduler_stats.num_waiting_reqs + getattr(
+                scheduler_stats, "num_skipped_waiting_reqs", 0)
+            self.engine.scheduler = (scheduler_stats.num_running_reqs, waiting)
+
+    def log_engine_initialized(self):
+        pass
+
+
+def scheduler_logger(engine: VllmEngine) -> list | None:
+    """vLLM's stat_loggers argument with a SchedulerCounts for ``engine``, or None where
+    this vLLM has no such interface (before V1)."""
+    try:
+        from vllm.v1.metrics.loggers import StatLoggerBase
+    except ImportError:
+        return None
+
+    class Logger(SchedulerCounts, StatLoggerBase):
+        def __init__(self, vllm_config, engine_index: int = 0):
+            SchedulerCounts.__init__(self, engine)
+
+    return [Logger]

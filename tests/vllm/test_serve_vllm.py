@@ -152,3 +152,39 @@ def test_vllm_aborts_a_request_whose_client_left(endpoint):
             return
         time.sleep(0.5)
     raise AssertionError(f"vLLM still runs the abandoned request: {st}")
+
+
+def test_vllm_engine_counts_are_its_schedulers(endpoint):
+    """The engine's running and waiting counts are vLLM's scheduler's own (read through a
+    stat logger), which the router and the autoscaler see: three streams in flight read
+    as three running once vLLM has stepped them. A second engine on the pool's artifact,
+    in this process."""
+    import asyncio
+
+    from orchestrator.backends import get_backend, serving_backend
+    from orchestrator.engines.base import GenerateRequest
+
+    spec = load_cluster_spec(CLUSTERS / "local-vllm.yaml")
+    (n,) = [n for n in plan_cluster(spec).pools() if n.choice.backend == "vllm"]
+    args = get_backend("vllm").engine_args(n, MODEL, ARTIFACTS[n.node_type])
+
+    async def go():
+        eng = serving_backend("vllm").make_engine(**args)
+        await eng.start()
+        try:
+            gens = [eng.generate(GenerateRequest(f"s{i}", prompt=f"{i}: Once upon a time",
+                                                 max_tokens=64, temperature=0))
+                    for i in range(3)]
+            for _ in range(6):  # a few tokens each: vLLM steps all three meanwhile
+                for g in gens:
+                    await g.__anext__()
+            assert eng.scheduler is not None, "vLLM never called the stat logger"
+            assert eng.counts() == eng.scheduler == (3, 0)
+            assert eng.stats().running == 3
+            for g in gens:
+                await g.aclose()
+            assert eng.counts() == (0, 0)
+        finally:
+            await eng.stop()
+
+    asyncio.run(go())

@@ -1,7 +1,8 @@
-"""The KV-cache type the planner chose reaches each engine: llama-server's -ctk/-ctv,
-llama-cpp-python's type_k/type_v (with flash attention, which a quantized V cache needs),
-vLLM's kv_cache_dtype and TensorRT-LLM's kv_cache_quant_algo. No engine runs here: the
-mapping is checked at the arguments each backend hands its engine."""
+"""What the plan hands each engine, checked at the arguments a backend gives it (no engine
+runs here): the KV-cache type (llama-server's -ctk/-ctv, llama-cpp-python's type_k/type_v
+with flash attention, vLLM's kv_cache_dtype, TensorRT-LLM's kv_cache_quant_algo), vLLM's
+quantization for every precision it is offered, and vLLM's running and waiting counts
+taken from its scheduler's statistics."""
 
 from orchestrator.backends import get_backend
 from orchestrator.backends.llamaserver import server_command
@@ -75,3 +76,23 @@ def test_every_precision_vllm_is_offered_maps_to_a_quantization_or_full_weights(
         if pid in SOURCE_KIND:  # pre-quantized checkpoints: the kernel for their format
             assert QUANTIZATION[pid].startswith(SOURCE_KIND[pid])
     assert "int8_sq" not in Vllm.gpu_support
+
+
+def test_vllm_counts_come_from_its_scheduler_once_it_has_stepped():
+    import types
+
+    from orchestrator.backends.vllm import SchedulerCounts, VllmEngine
+
+    e = VllmEngine("/m")
+    logger = SchedulerCounts(e)
+    assert e.counts() == (0, 0)
+    e.waiting = {"a": (10, 5), "b": (10, 5)}  # ours: no first output yet
+    assert e.counts() == (0, 2)
+    # vLLM's scheduler: one prefilling (running), one queued, one preempted and deferred
+    logger.record(types.SimpleNamespace(num_running_reqs=1, num_waiting_reqs=1,
+                                        num_skipped_waiting_reqs=1), None)
+    assert e.counts() == (1, 2) and e.stats().running == 1
+    logger.record(None, object())  # an iteration without scheduler stats changes nothing
+    assert e.counts() == (1, 2)
+    e.waiting = {}  # all finished: its last count outlives the step that made it
+    assert e.counts() == (0, 0)
