@@ -27,8 +27,11 @@ def _inventory(fixture: str | None):
 @main.command()
 @_fixture_option
 @click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON.")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also write this node's NVML readings as a fixture (the --fixture "
+                   "format) to this file, e.g. to plan a node type elsewhere.")
 @user_errors
-def discover(fixture, as_json):
+def discover(fixture, as_json, record_path):
     """Show this node's GPUs (via NVML) and how they group into GPU groups.
 
     GPUs joined by NVLink form one group; a model's remaining GPUs form a PCIe group.
@@ -41,6 +44,8 @@ def discover(fixture, as_json):
         from orchestrator.views import inventory_view
 
         console().print(inventory_view(inv))
+    if record_path:
+        _record(fixture, record_path)
 
 
 @main.command("node-resources")
@@ -77,3 +82,27 @@ def node_resources_cmd(fixture, cluster_path, node_type, as_json, as_shell):
         from orchestrator.views import resources_view
 
         console().print(resources_view(res))
+
+
+def _record(fixture: str | None, path: str) -> None:
+    import json
+
+    from orchestrator.errors import UserError
+    from orchestrator.hardware.record import record
+
+    if fixture:
+        from orchestrator.hardware.fake_nvml import FakeNVML
+
+        nvml, what = FakeNVML.from_name(fixture), f"fixture {fixture}"
+    else:
+        from orchestrator.hardware.discovery import load_nvml
+
+        nvml, what = load_nvml(), "this node"
+    try:
+        table = record(nvml, f"recorded from {what} by `orchestrator discover --record`")
+    except nvml.NVMLError as e:
+        raise UserError(f"--record: NVML cannot be read here ({e}); nothing to record") \
+            from None
+    with open(path, "w") as f:
+        json.dump(table, f, indent=1)
+    click.echo(f"recorded {len(table['devices'])} GPU(s) to {path}", err=True)

@@ -189,3 +189,14 @@ def test_a_spec_with_the_old_policy_key_plans_and_says_so(run, tmp_path):
     r = run("plan", old, "--json")
     assert r.exit_code == 0, r.output
     assert "policy is deprecated; write" in r.output
+
+
+def test_discover_records_a_fixture_and_says_why_not_where_nvml_is_missing(run, tmp_path):
+    out = tmp_path / "box.json"
+    r = run("discover", "--fixture", "4xa100-sxm", "--record", out)
+    assert r.exit_code == 0, r.output
+    again = run("discover", "--fixture", str(out), "--json")
+    assert json.loads(again.output)["groups"] == json.loads(
+        run("discover", "--fixture", "4xa100-sxm", "--json").output)["groups"]
+    r = run("discover", "--fixture", "no-driver", "--record", tmp_path / "none.json")
+    assert r.exit_code == 1 and "--record: NVML cannot be read here" in r.output

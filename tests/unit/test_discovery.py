@@ -93,3 +93,22 @@ def test_fake_refuses_calls_before_init():
     fake = FakeNVML.from_name("2x3090-nvlink")
     with pytest.raises(pynvml.NVMLError):
         fake.nvmlDeviceGetCount()
+
+
+def test_a_recording_replays_to_the_same_inventory(tmp_path):
+    """hardware/record.py reads a box through NVML's calls into the fixture format; a
+    fixture recorded and replayed gives the inventory the original gives (tests/gpu/ does
+    the same on a real device)."""
+    import json
+
+    from orchestrator.hardware.discovery import discover
+    from orchestrator.hardware.fake_nvml import FakeNVML, fixture_names, load_fixture
+    from orchestrator.hardware.record import record
+
+    for name in fixture_names():
+        if load_fixture(name).get("error"):
+            continue
+        table = record(FakeNVML.from_name(name))
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(table))
+        assert discover(FakeNVML.from_name(str(path))) == discover(FakeNVML.from_name(name))
