@@ -12,11 +12,11 @@ from orchestrator.errors import Deprecated, NoFeasiblePlanError, UserError
 from orchestrator.hardware.catalog import GB
 from orchestrator.backends import BACKEND_ORDER, BACKENDS, Backend
 from orchestrator.models.catalog import ModelArch, get_model
+from orchestrator.models.checkpoints import CHECKPOINTS
 from orchestrator.models.precision import at_least, get_precision, quality_order
 from orchestrator.planner import memory as mem
 from orchestrator.planner import objectives
 from orchestrator.planner.checkpoints import starting_point
-from orchestrator.models.checkpoints import CHECKPOINTS
 from orchestrator.planner.nodes import NodeHardware, ReplicaLayout, hardware_of
 from orchestrator.planner.performance import decode_efficiency, prefill_efficiency, speeds
 from orchestrator.planner.plan import (
@@ -190,6 +190,9 @@ def _try(req, model, ps, backend, precision) -> tuple[list[Choice], list[Rejecti
                                     kv, tried).model_copy(update={"checkpoint": checkpoint}))
                 break
             tried.append((kv, fit, need_kv))
+            if not fit.weights_fit:  # no cache type makes room for the weights
+                last_fail = (layout, tried)
+                break
         else:
             last_fail = (layout, tried)
     if fits or last_fail is None:
@@ -215,7 +218,8 @@ def _memory_rejection(precision, backend, ps, layout, tried, skipped="") -> Reje
     reason = (f"needs {_gb(fit.weights_bytes)} of weights + {_gb(fit.overhead_bytes)} runtime"
               f" + {_gb(need_kv)} {kv} KV for {ps.min_context}-token context = {_gb(total)}, "
               f"{_gb(fit.usable_bytes)} usable{per}; short by {_gb(short)} "
-              f"({int(short):,} bytes){tried_all}" + (f"; {skipped}" if skipped else ""))
+              f"({int(short):,} bytes){tried_all}"
+              + (f"; {skipped}" if skipped and fit.weights_fit else ""))
     return Rejection(precision=precision.id, backend=backend.id, layout=layout.describe(),
                      kind=kind, reason=reason, shortfall_bytes=int(short))
 
