@@ -185,11 +185,8 @@ def simulation_view(plan: Plan, results, requests: int, slo_ttft: float, slo_tpo
 
 def bench_view(r) -> Group:
     head = (f"{r.mode} benchmark of {r.url} ({r.model}): {r.requests} requests, "
-            f"{r.errors} errors")
-    if r.mode == "seed":
-        head += f", {r.runs} runs at concurrency {r.concurrency}, prompt {r.prompt_tokens} tokens"
-    else:
-        head += f", offered {r.offered_rate_req_s:.2f} req/s"
+            f"{r.errors} errors, {r.runs} runs at concurrency {r.concurrency}, prompt "
+            f"{r.prompt_tokens} tokens")
     t = Table()
     for c in ("metric", "value"):
         t.add_column(c)
@@ -204,8 +201,6 @@ def bench_view(r) -> Group:
     t.add_row("end-to-end tok/s per stream (median)", fmt(r.e2e_tok_s_median))
     t.add_row("aggregate tok/s (median of runs)", fmt(r.aggregate_tok_s_median))
     t.add_row("output tokens per request (median)", fmt(r.completion_tokens_median))
-    if r.slo_attainment is not None:
-        t.add_row("requests meeting both SLOs", f"{r.slo_attainment:.1%}")
     parts: list = [Text(head, style="bold"), t]
     for kind, n in r.error_kinds.items():
         parts.append(Text(f"error x{n}: {kind}", style="red"))

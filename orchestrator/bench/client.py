@@ -3,7 +3,8 @@
 Two modes:
 - the seed guide's method (docs/sources.md): a fixed prompt length and output length,
   median of N runs, at concurrency C (each run is C requests at once);
-- trace replay: the trace's arrival times (scaled) and request sizes, open loop.
+- trace replay: the trace's arrival times (scaled) and request sizes, open loop, once per
+  routing policy (bench/trace_bench.py).
 Each request streams; TTFT is the time to the first chunk with text; TPOT the time from
 there to the last chunk over the remaining tokens. Token counts come from the server's
 `usage` where it sends one, else from the number of chunks with text.
@@ -16,7 +17,6 @@ import random
 import time
 from dataclasses import dataclass
 
-from orchestrator.sim.trace import TraceRequest
 
 # Common short English words: most tokenizers give one token each with a leading space.
 WORDS = ("time year people way day man thing woman life child world school state family "
@@ -163,17 +163,3 @@ async def seed_method(client: Client, prompt_tokens: int, max_tokens: int, runs:
                  for i in range(concurrency)]
         rounds.append(await asyncio.gather(*batch))
     return rounds, measured
-
-
-async def replay(client: Client, trace: list[TraceRequest], words_per_token: float,
-                 max_prompt: int, max_output: int) -> list[Sample]:
-    t0 = time.perf_counter()
-
-    async def at(i: int, r: TraceRequest) -> Sample:
-        delay = r.arrival_s - (time.perf_counter() - t0)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        words = max(1, int(min(r.prompt_tokens, max_prompt) * words_per_token))
-        return await client.one(make_prompt(words, 10_000 + i), min(r.output_tokens, max_output))
-
-    return list(await asyncio.gather(*(at(i, r) for i, r in enumerate(trace))))

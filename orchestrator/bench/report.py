@@ -1,4 +1,5 @@
-"""Summaries of benchmark samples: medians for the seed method, percentiles for replay."""
+"""Summaries of benchmark samples: medians for the seed method, percentiles per policy for
+a trace replay."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from orchestrator.sim.metrics import percentile
 class BenchResult(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: str  # seed | replay
+    mode: str  # seed
     url: str
     model: str
     requests: int
@@ -29,8 +30,6 @@ class BenchResult(BaseModel):
     aggregate_tok_s_median: float | None  # all streams of a run / its wall time
     concurrency: int | None = None
     runs: int | None = None
-    slo_attainment: float | None = None  # replay with SLOs
-    offered_rate_req_s: float | None = None
 
 
 def _pcts(values) -> dict[str, float]:
@@ -44,7 +43,7 @@ def _med(values):
 
 
 def _per_request(samples: list[Sample]) -> dict:
-    """The fields both modes compute the same way from their samples."""
+    """The fields the seed method and each policy of a replay compute alike."""
     good = [s for s in samples if s.ok]
     bad = [s for s in samples if not s.ok]
     return dict(
@@ -69,20 +68,6 @@ def seed_result(url: str, model: str, rounds: list[list[Sample]], prompt_tokens:
         mode="seed", url=url, model=model, prompt_tokens=prompt_tokens,
         aggregate_tok_s_median=_med(aggregates), concurrency=concurrency, runs=len(rounds),
         **_per_request(flat))
-
-
-def replay_result(url: str, model: str, samples: list[Sample], offered: float,
-                  slo_ttft: float | None, slo_tpot: float | None) -> BenchResult:
-    good = [s for s in samples if s.ok]
-    attain = None
-    if slo_ttft is not None and slo_tpot is not None and samples:
-        attain = sum(1 for s in good if s.ttft_s <= slo_ttft
-                     and (s.tpot_s or 0) <= slo_tpot) / len(samples)
-    wall = (max(s.end for s in good) - min(s.start for s in samples)) if good else None
-    return BenchResult(
-        mode="replay", url=url, model=model, prompt_tokens=None,
-        aggregate_tok_s_median=(sum(s.completion_tokens for s in good) / wall) if wall else None,
-        slo_attainment=attain, offered_rate_req_s=offered, **_per_request(samples))
 
 
 class PolicyResult(BaseModel):

@@ -27,15 +27,20 @@ def test_seed_method_measures_real_streams(llama_server):
 
 
 def test_concurrent_replay_with_slo(llama_server):
+    """A trace replayed open loop under the server's own policy (no policy header: any
+    OpenAI-compatible server), with its SLO attainment."""
+    from orchestrator.bench.trace_bench import DEPLOYMENT, Shape, replay_policies
+
     cl = bc.Client(llama_server, None, None, chat=False, timeout_s=120)
     trace = [TraceRequest(0.0, 40, 4), TraceRequest(0.1, 20, 4), TraceRequest(0.2, 30, 4)]
 
     async def go():
         await cl.resolve_model()
-        return await bc.replay(cl, trace, 1.0, max_prompt=64, max_output=4)
+        return await replay_policies(cl, trace, [DEPLOYMENT],
+                                     Shape(max_prompt=64, max_output=4))
 
-    samples = asyncio.run(go())
-    r = report.replay_result(llama_server, cl.model, samples, 10.0, 60.0, 5.0)
+    samples = asyncio.run(go())[DEPLOYMENT]
+    r = report.policy_result(DEPLOYMENT, samples, 60.0, 5.0)
     assert r.requests == 3 and r.errors == 0
     assert r.slo_attainment == 1.0
 
