@@ -31,6 +31,10 @@ def gpu_group_resource(node_type: str) -> str:
     """The Ray custom resource that each GPU group of ``node_type`` advertises."""
     return f"{GPU_GROUP_PREFIX}{node_type}"
 
+# The header a request names its routing policy in (serving.policy_header), and that
+# `orchestrator bench --trace` sends
+POLICY_HEADER = "x-orchestrator-policy"
+
 # The routing policies `orchestrator bench --trace` compares unless told otherwise: ours
 # and Ray Serve's default.
 BENCH_POLICIES = ("slo_aware", "power_of_two")

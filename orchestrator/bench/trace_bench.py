@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 
 from orchestrator.bench.client import WORDS, Client, Sample
+from orchestrator.defaults import POLICY_HEADER
 from orchestrator.router.prefix import BLOCK_TOKENS
 from orchestrator.sim.trace import TraceRequest
 
-POLICY_HEADER = "x-orchestrator-policy"
 DEPLOYMENT = "none"  # no header: the endpoint's own policy (any OpenAI-compatible server)
 
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 import ray
 from ray import serve
 
+from orchestrator.defaults import POLICY_HEADER
 from orchestrator.serve.autoscaler import KV_NAMESPACE, decisions_key
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.router.context import RouteRequest
@@ -32,7 +33,7 @@ from orchestrator.serve.losses import Losses
 from orchestrator.serve.dispatch import Dispatcher, Started, StreamTimeout
 from orchestrator.serve.metrics import make_metrics
 from orchestrator.serve.openai_api import ApiError
-from orchestrator.serve.policy_header import HEADER as POLICY_HEADER, PolicyChoice
+from orchestrator.serve.policy_header import PolicyChoice
 from orchestrator.serve.pool_router import registry
 from orchestrator.serve.tokens import PromptCounter
 

@@ -9,10 +9,9 @@ deployment's policy: a comparison that silently measured one policy twice would 
 
 from __future__ import annotations
 
+from orchestrator.defaults import POLICY_HEADER
 from orchestrator.router import policies
 from orchestrator.serve.openai_api import ApiError
-
-HEADER = "x-orchestrator-policy"
 
 
 class PolicyChoice:
@@ -30,15 +29,15 @@ class PolicyChoice:
         if header is None:
             return self.deployment_policy
         if not self.per_request:
-            raise ApiError(400, f"{HEADER} is off on this endpoint; set serving."
+            raise ApiError(400, f"{POLICY_HEADER} is off on this endpoint; set serving."
                                 "policy_header: true in the cluster spec to choose a routing "
-                                "policy per request", "invalid_request_error", HEADER,
+                                "policy per request", "invalid_request_error", POLICY_HEADER,
                            "policy_header_off")
         name = header.strip().lower()
         if name not in policies.POLICIES:
-            raise ApiError(400, f"{HEADER} {header!r} is not a routing policy; valid: "
+            raise ApiError(400, f"{POLICY_HEADER} {header!r} is not a routing policy; valid: "
                                 f"{', '.join(policies.POLICIES)}", "invalid_request_error",
-                           HEADER, "unknown_policy")
+                           POLICY_HEADER, "unknown_policy")
         if name not in self.instances:
             self.instances[name] = policies.make(name)
         return self.instances[name]
