@@ -19,9 +19,8 @@ from orchestrator.errors import BuildFailed, MissingExtraError
 
 ENGINE_DIR = "engine"  # the artifact: a compiled engine directory, or the record below
 PYTORCH_RECORD = "pytorch_backend.json"
-RUNTIME_RECORD = "runtime.json"  # beside either: the settings LLM(...) takes at start-up
-RUNTIME_KEYS = ("max_batch_size", "max_num_tokens", "max_seq_len", "enable_chunked_context",
-                "kv_cache_free_gpu_memory_fraction", "kv_cache_quant_algo")
+RUNTIME_RECORD = "runtime.json"  # beside an engine: what LLM(...) takes at start-up
+RUNTIME_KEYS = ("enable_chunked_context", "kv_cache_free_gpu_memory_fraction")
 # TensorRT-LLM's quantization algorithm per precision (tensorrt_llm QuantAlgo names).
 QUANT_ALGO = {"f16": None, "bf16": None, "fp8_w8a8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL",
               "awq_int4": "W4A16_AWQ", "gptq_int4": "W4A16_GPTQ"}
@@ -155,8 +154,6 @@ class Trtllm(Backend):
                                      engine_path=EngineLLM is not None)
         if refusal:
             raise BuildFailed(f"{spec.node_type}: {refusal}")
-        # what the replica passes to LLM(...) at start-up, on either path
-        write_json(out / RUNTIME_RECORD, {k: spec.params.get(k) for k in RUNTIME_KEYS})
         if EngineLLM is None:
             # Newer releases dropped the engine path: the PyTorch backend loads a checkpoint
             # at start-up, so the artifact records which (pre-)quantized checkpoint and
@@ -184,6 +181,9 @@ class Trtllm(Backend):
             llm.save(str(out / ENGINE_DIR))
         finally:
             llm.shutdown()
+        # the runtime settings LLM(...) takes at start-up beside the engine (the PyTorch
+        # record above has every setting)
+        write_json(out / RUNTIME_RECORD, {k: p[k] for k in RUNTIME_KEYS})
         return ["engine path: tensorrt_llm._tensorrt_engine.LLM with BuildConfig"]
 
     def engine_args(self, n, model, artifact):
@@ -217,8 +217,7 @@ class TrtllmEngine(Engine):
             # memory share are runtime settings (artifacts built before runtime.json: none)
             rec = json.loads(runtime.read_text()) if runtime.is_file() else {}
             kw = ({"enable_chunked_prefill": rec.get("enable_chunked_context", True),
-                   "kv_cache_config": KvCacheConfig(**{
-                       k: v for k, v in kv_cache_kwargs(rec).items() if k != "dtype"})}
+                   "kv_cache_config": KvCacheConfig(**kv_cache_kwargs(rec))}
                   if rec else {})
             self.llm = LLM(model=str(engine), tensor_parallel_size=self.tp, **kw)
         else:
