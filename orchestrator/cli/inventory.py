@@ -14,14 +14,21 @@ def _fixture_option(fn):
              "(e.g. 2x3090-nvlink, 4xa100-sxm, 8xh100-sxm, mixed-pcie, no-driver).")(fn)
 
 
-def _inventory(fixture: str | None):
-    from orchestrator.hardware.discovery import discover
-
+def _nvml(fixture: str | None):
+    """What discovery reads: the fixture replayed, or this node's NVML."""
     if fixture:
         from orchestrator.hardware.fake_nvml import FakeNVML
 
-        return discover(FakeNVML.from_name(fixture))
-    return discover()
+        return FakeNVML.from_name(fixture)
+    from orchestrator.hardware.discovery import load_nvml
+
+    return load_nvml()
+
+
+def _inventory(fixture: str | None):
+    from orchestrator.hardware.discovery import discover
+
+    return discover(_nvml(fixture))
 
 
 @main.command()
@@ -37,7 +44,10 @@ def discover(fixture, as_json, record_path):
     GPUs joined by NVLink form one group; a model's remaining GPUs form a PCIe group.
     Without an NVIDIA driver the inventory is CPU-only.
     """
-    inv = _inventory(fixture)
+    from orchestrator.hardware.discovery import discover
+
+    nvml = _nvml(fixture)
+    inv = discover(nvml)
     if as_json:
         echo_json(inv.model_dump())
     else:
@@ -45,7 +55,7 @@ def discover(fixture, as_json, record_path):
 
         console().print(inventory_view(inv))
     if record_path:
-        _record(fixture, record_path)
+        _record(nvml, f"fixture {fixture}" if fixture else "this node", record_path)
 
 
 @main.command("node-resources")
@@ -84,20 +94,13 @@ def node_resources_cmd(fixture, cluster_path, node_type, as_json, as_shell):
         console().print(resources_view(res))
 
 
-def _record(fixture: str | None, path: str) -> None:
+def _record(nvml, what: str, path: str) -> None:
+    """The readings discovery just made, through the same ``nvml``, as a fixture file."""
     import json
 
     from orchestrator.errors import UserError
     from orchestrator.hardware.record import record
 
-    if fixture:
-        from orchestrator.hardware.fake_nvml import FakeNVML
-
-        nvml, what = FakeNVML.from_name(fixture), f"fixture {fixture}"
-    else:
-        from orchestrator.hardware.discovery import load_nvml
-
-        nvml, what = load_nvml(), "this node"
     try:
         table = record(nvml, f"recorded from {what} by `orchestrator discover --record`")
     except nvml.NVMLError as e:
