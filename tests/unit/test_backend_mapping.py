@@ -1,6 +1,7 @@
 """What the plan hands each engine, checked at the arguments a backend gives it (no engine
-runs here): the KV-cache type (llama-server's -ctk/-ctv, llama-cpp-python's type_k/type_v
-with flash attention, vLLM's kv_cache_dtype, TensorRT-LLM's kv_cache_quant_algo), vLLM's
+runs here): the KV-cache type (llama-server's -ctk/-ctv, vLLM's kv_cache_dtype,
+TensorRT-LLM's kv_cache_quant_algo; llama-cpp-python's type_k/type_v are read back from a
+real engine in tests/integration/test_engines.py), vLLM's
 quantization for every precision it is offered, and vLLM's running and waiting counts
 taken from its scheduler's statistics."""
 
@@ -40,16 +41,6 @@ def test_fp16_cache_adds_nothing_to_the_engines_arguments():
     assert get_backend("llamaserver").engine_args(n, spec.model, "/s")["cache_type"] is None
     assert "-ctk" not in server_command("/b", "/m", 1, slots=1, ctx_per_slot=512, threads=1,
                                         gpu_layers=0)
-
-
-def test_llama_cpp_python_engine_maps_the_cache_type_to_ggml_types():
-    import llama_cpp
-
-    from orchestrator.backends.llamacpp import LlamaCppEngine
-
-    e = LlamaCppEngine("/m.gguf", cache_type="q8_0")
-    assert e.cache_type == "q8_0"
-    assert getattr(llama_cpp, "GGML_TYPE_Q8_0") == 8 and getattr(llama_cpp, "GGML_TYPE_Q4_0") == 2
 
 
 def test_vllm_and_trtllm_get_fp8_where_the_plan_chose_it():
