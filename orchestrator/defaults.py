@@ -31,6 +31,10 @@ def gpu_group_resource(node_type: str) -> str:
     """The Ray custom resource that each GPU group of ``node_type`` advertises."""
     return f"{GPU_GROUP_PREFIX}{node_type}"
 
+# Characters per token where no tokenizer counts a text: the router's fallback, an
+# upstream without a GGUF, the simulated engine
+CHARS_PER_TOKEN = 4.0
+
 # The header a request names its routing policy in (serving.policy_header), and that
 # `orchestrator bench --trace` sends
 POLICY_HEADER = "x-orchestrator-policy"

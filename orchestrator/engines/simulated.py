@@ -8,6 +8,7 @@ import asyncio
 import zlib
 from typing import AsyncIterator
 
+from orchestrator.defaults import CHARS_PER_TOKEN
 from orchestrator.engines.base import Chunk, Engine, EngineStats, GenerateRequest, TokenRate
 from orchestrator.planner.performance import Speeds
 
@@ -18,7 +19,8 @@ class SimulatedEngine(Engine):
     name = "simulated"
 
     def __init__(self, speeds: Speeds, *, kv_capacity_tokens: int = 8192, max_batch: int = 8,
-                 time_scale: float = 1.0, chars_per_token: float = 4.0):
+                 time_scale: float = 1.0,
+                 chars_per_token: float = CHARS_PER_TOKEN):
         self.speeds, self.kv_capacity = speeds, kv_capacity_tokens
         self.max_batch, self.time_scale = max_batch, time_scale
         self.chars_per_token = chars_per_token

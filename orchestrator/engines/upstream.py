@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from orchestrator.defaults import CHARS_PER_TOKEN
 from orchestrator.engines import chat
 from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
                                        GenerateRequest, Progress, RequestError, TokenRate)
@@ -26,7 +27,6 @@ log = logging.getLogger("ray.serve")
 # A GGUF's tokenizer counts prompts where the upstream has no way to: without one a prompt
 # is counted at this many characters per token, low, so the context check errs on refusing
 # late (the upstream's own 400) rather than refusing a prompt that fits.
-CHARS_PER_TOKEN_FALLBACK = 4.0
 
 
 @dataclass
@@ -130,7 +130,7 @@ class UpstreamEngine(Engine):
     # -- text ----------------------------------------------------------------------------
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         if self.vocab is None:
-            return int(len(text) / CHARS_PER_TOKEN_FALLBACK) + 1
+            return int(len(text) / CHARS_PER_TOKEN) + 1
         return len(self.tokenize(text, rendered_chat))
 
     def tokenize(self, text: str, rendered_chat: bool = False) -> list[int]:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from orchestrator.defaults import CHARS_PER_TOKEN
 from orchestrator.router.context import ReplicaView
 from orchestrator.router.prefix import BLOCK_TOKENS, hash_blocks
 from orchestrator.serve.contract import TokenizeRequest
@@ -32,7 +33,6 @@ from orchestrator.serve.dispatch import request_error
 from orchestrator.serve.openai_api import ApiError
 
 log = logging.getLogger("ray.serve")
-CHARS_PER_TOKEN = 4.0  # the fallback estimate; the pool counts exactly before it generates
 TIMEOUT_S = 1.0
 
 
