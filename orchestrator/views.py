@@ -20,6 +20,15 @@ from orchestrator.planner.plan import NodePlan, Plan
 MAX_ALTERNATIVES = 12
 
 
+def _table(*columns: str, title: str | None = None, whole: tuple[str, ...] = ()) -> Table:
+    """A table that fits 100 columns: no vertical rules, no edge padding; the `whole`
+    columns (names) never wrap, the others fold where the terminal is narrow."""
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for c in columns:
+        t.add_column(c, overflow="fold", no_wrap=c in whole)
+    return t
+
+
 def _gb(b: float) -> str:
     return f"{b / GB:.2f} GB"
 
@@ -32,19 +41,15 @@ def inventory_view(inv: Inventory) -> Group:
     if inv.explanation:
         parts.append(Text(inv.explanation, style="yellow"))
     if inv.gpus:
-        t = Table(title="GPUs")
-        for col in ("#", "name", "catalog id", "memory", "cc", "bandwidth", "PCI bus",
-                    "NVLink peers"):
-            t.add_column(col)
+        t = _table("#", "name", "catalog id", "memory", "cc", "bandwidth", "PCI bus",
+                   "NVLink peers", title="GPUs", whole=("#", "memory", "bandwidth"))
         for g in inv.gpus:
             t.add_row(str(g.index), g.name, g.model_id, f"{g.memory_bytes / GIB:.1f} GiB",
                       g.compute_capability,
                       f"{g.bandwidth_gbs:g} GB/s" if g.bandwidth_gbs else "-", g.bus_id,
                       ",".join(map(str, g.nvlink_peers)) or "-")
         parts.append(t)
-        gt = Table(title="GPU groups")
-        for col in ("group type", "GPUs", "link", "Ray resource"):
-            gt.add_column(col)
+        gt = _table("group type", "GPUs", "link", "Ray resource", title="GPU groups")
         for g in inv.groups:
             gt.add_row(g.type, ",".join(map(str, g.indices)), g.interconnect,
                        gpu_group_resource(g.type))
@@ -153,17 +158,19 @@ def _explain(n: NodePlan):
 
 
 def simulation_view(plan: Plan, results, requests: int, slo_ttft: float, slo_tpot: float):
+    sweep = any(r.goodput_req_s is not None for r in results)
+    rates = {f"{r.summary.rate_req_s:.2f}" for r in results if not sweep}
+    # every policy replays the same arrivals: one offered rate, said once, saves a column
+    at = f" at {rates.pop()} req/s" if len(rates) == 1 else ""
     parts: list = [Text(
-        f"Simulated {requests} requests on {plan.cluster!r} ({plan.model_display}); SLO: "
+        f"Simulated {requests} requests{at} on {plan.cluster!r} ({plan.model_display}); SLO: "
         f"TTFT {slo_ttft:g} s, TPOT {slo_tpot * 1000:g} ms (simulated engines: timing "
         f"models, not measurements)", style="bold")]
-    t = Table()
-    sweep = any(r.goodput_req_s is not None for r in results)
     cols = (["policy", "goodput req/s", "sweep points (req/s: attainment)"] if sweep else
-            ["policy", "offered req/s", "SLO met", "out tok/s", "TTFT p50/p90/p99 s",
-             "TPOT p50/p90/p99 ms", "rejected", "tokens by precision", "replica-s"])
-    for c in cols:
-        t.add_column(c, overflow="fold")
+            ["policy"] + (["req/s"] if not at else []) + [
+                "SLO met", "out tok/s", "TTFT s p50 p90 p99", "TPOT ms p50 p90 p99", "rejected",
+                "tokens by precision", "replica s"])
+    t = _table(*cols, whole=("policy", "req/s"))
     for r in results:
         if sweep:
             pts = ", ".join(f"{p['rate_req_s']:.2f}: {p['attainment']:.0%}"
@@ -172,12 +179,13 @@ def simulation_view(plan: Plan, results, requests: int, slo_ttft: float, slo_tpo
             continue
         s = r.summary
         t.add_row(
-            r.policy, f"{s.rate_req_s:.2f}", f"{s.slo_attainment:.1%}",
+            r.policy, *([f"{s.rate_req_s:.2f}"] if not at else []), f"{s.slo_attainment:.1%}",
             f"{s.throughput_tok_s:.0f}",
-            "/".join(f"{v:.2f}" for v in s.ttft_s.values()),
-            "/".join(f"{v * 1000:.0f}" for v in s.tpot_s.values()),
+            # spaced, so that a narrow terminal wraps between percentiles, not inside one
+            " ".join(f"{v:.3g}" for v in s.ttft_s.values()),
+            " ".join(f"{v * 1000:.0f}" for v in s.tpot_s.values()),
             str(s.rejected),
-            ", ".join(f"{k} {v:.0%}" for k, v in s.precision_token_share.items()),
+            "\n".join(f"{k} {v:.0%}" for k, v in s.precision_token_share.items()),
             f"{s.replica_seconds:.0f}")
     parts.append(t)
     return Group(*parts)
@@ -187,9 +195,7 @@ def bench_view(r) -> Group:
     head = (f"{r.mode} benchmark of {r.url} ({r.model}): {r.requests} requests, "
             f"{r.errors} errors, {r.runs} runs at concurrency {r.concurrency}, prompt "
             f"{r.prompt_tokens} tokens")
-    t = Table()
-    for c in ("metric", "value"):
-        t.add_column(c)
+    t = _table("metric", "value", whole=("metric",))
 
     def fmt(v, unit="", scale=1.0):
         return "-" if v is None else f"{v * scale:.2f}{unit}"
@@ -211,15 +217,13 @@ def trace_bench_view(r) -> Group:
     head = (f"trace benchmark of {r.url} ({r.model}): {r.requests} requests of {r.trace} per "
             f"policy at {r.offered_rate_req_s:.2f} req/s each, token scale {r.token_scale:g}, "
             f"SLO TTFT {r.slo_ttft_s:g} s / TPOT {r.slo_tpot_s * 1000:g} ms")
-    t = Table()
-    for c in ("policy", "SLO met", "TTFT p50 / p90 / p99 (s)", "TPOT p50 (ms)", "errors",
-              "requests per pool"):
-        t.add_column(c)
+    t = _table("policy", "SLO met", "TTFT s p50 p90 p99", "TPOT p50 ms", "errors",
+               "requests per pool", whole=("policy", "SLO met"))
     for p in r.policies:
         t.add_row(p.policy, f"{p.slo_attainment:.1%}",
-                  " / ".join(f"{v:.2f}" for v in p.ttft_s.values()) or "-",
+                  " ".join(f"{v:.3g}" for v in p.ttft_s.values()) or "-",
                   "-" if p.tpot_p50_s is None else f"{p.tpot_p50_s * 1000:.0f}",
-                  str(p.errors), ", ".join(f"{k} {v}" for k, v in p.pools.items()) or "-")
+                  str(p.errors), "\n".join(f"{k} {v}" for k, v in p.pools.items()) or "-")
     parts: list = [Text(head, style="bold"), t]
     for p in r.policies:
         for kind, n in p.error_kinds.items():
@@ -228,66 +232,54 @@ def trace_bench_view(r) -> Group:
 
 
 def build_specs_view(specs, store) -> Group:
-    t = Table(title=f"Build specs (store {store})")
-    for c in ("node type", "backend", "precision", "arch", "TP", "Ray resource", "source",
-              "what"):
-        t.add_column(c, overflow="fold")
+    # the Ray resource is gpu_group:<node type> (in --json); the source path folds
+    t = _table("node type", "backend", "precision", "arch", "TP", "source", "what",
+               title=f"Build specs (store {store})", whole=("node type", "precision", "TP"))
     for s in specs:
-        t.add_row(s.node_type, s.backend, s.precision, s.arch, str(s.tp), s.resource,
+        t.add_row(s.node_type, s.backend, s.precision, s.arch, str(s.tp),
                   f"{s.source_kind}: {s.source or 'NOT SET'}", s.describe())
     return Group(t)
 
 
 def build_outcomes_view(outcomes) -> Group:
-    t = Table(title="Builds")
-    for c in ("node type", "result", "seconds", "artifact", "built on"):
-        t.add_column(c, overflow="fold")
+    t = _table("node type", "result", "seconds", "artifact", "built on", title="Builds",
+               whole=("node type", "result", "seconds"))
     for o in outcomes:
         result = Text("cache hit" if o.cached else "built", style="green") if o.ok \
-            else Text(f"failed: {o.error}", style="red")
+            else Text("failed", style="red")
         t.add_row(o.node_type, result, f"{o.seconds:.1f}", o.path or "-",
-                  f"{o.host or '-'} {(o.node_id or '')[:12]}")
-    return Group(t)
+                  f"{o.host or '-'} {(o.node_id or '')[:8]}")
+    return Group(t, *_failures((o.node_type, o.error) for o in outcomes if not o.ok))
 
 
-def TransferColumns():
-    """Bar, bytes and MB/s for the tasks that move bytes (`transfer=True`); nothing for the
-    others on the same display."""
-    from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
-
-    def only_transfers(column):
-        class Only(column):
-            def render(self, task):
-                return super().render(task) if task.fields.get("transfer") else Text("")
-        return Only()
-
-    return [only_transfers(BarColumn), only_transfers(DownloadColumn),
-            only_transfers(TransferSpeedColumn)]
+def _failures(errors) -> list[Text]:
+    """Each error in full under its table, where a cell would fold it out of shape."""
+    return [Text(f"{who}: {why}", style="red") for who, why in errors]
 
 
 def transfers_view(transfers) -> Group:
     """Which node got its node type's artifact from which peer, and how fast."""
-    t = Table(title="Artifacts on every node (pulled from a peer through Ray)")
-    for c in ("node type", "node", "result", "from", "MB", "seconds", "MB/s"):
-        t.add_column(c, overflow="fold")
+    t = _table("node type", "node", "result", "from", "MB", "seconds", "MB/s",
+               title="Artifacts on every node (pulled from a peer through Ray)",
+               whole=("node type", "node", "from", "MB", "seconds", "MB/s"))
     for x in transfers:
         result = (Text("had it", style="green") if x.ok and not x.source
                   else Text("pulled", style="green") if x.ok
-                  else Text(f"failed: {x.error}", style="red"))
-        t.add_row(x.node_type, x.node_id[:12], result, x.source[:12] or "-",
+                  else Text("failed", style="red"))
+        t.add_row(x.node_type, x.node_id[:8], result, x.source[:8] or "-",
                   f"{x.bytes / 1e6:.1f}", f"{x.seconds:.2f}", f"{x.mb_per_s:.1f}")
-    return Group(t)
+    return Group(t, *_failures((f"{x.node_type} on {x.node_id[:8]}", x.error)
+                               for x in transfers if not x.ok))
 
 
 def artifacts_view(store, items) -> Group:
-    t = Table(title=f"Artifacts in {store.root}")
-    for c in ("key", "node type", "model", "precision", "backend", "version", "arch",
-              "size", "built"):
-        t.add_column(c, overflow="fold")
+    # the key's first 12 hex digits name it for `artifacts verify`; --json has it whole
+    t = _table("key", "node type", "model", "precision", "backend", "arch", "size", "built",
+               title=f"Artifacts in {store.root}", whole=("key", "node type"))
     for m in items:
         size = sum(f.bytes for f in m.files.values())
-        t.add_row(m.key, m.node_type, m.model, m.precision, m.backend, m.backend_version,
-                  m.arch, f"{size / 1e6:.1f} MB",
+        t.add_row(m.key[:12], m.node_type, m.model, m.precision,
+                  f"{m.backend} {m.backend_version}", m.arch, f"{size / 1e6:.1f} MB",
                   _time.strftime("%Y-%m-%d %H:%M", _time.localtime(m.built_at)))
     parts: list = [t]
     leftovers = store.temp_dirs()
@@ -314,18 +306,19 @@ def status_view(serve_st: dict, base: str, pools: dict, autoscaling: dict | None
                 ) -> Group:
     parts: list = [Text(f"application: {serve_st['status']}  endpoint: {base}/v1",
                         style="bold")]
-    t = Table(title="Pools")
-    for c in ("deployment", "precision", "status", "engine", "replicas", "nodes", "waiting",
-              "running", "tok/s"):
-        t.add_column(c, overflow="fold")
+    # Serve's status over its replicas' states, and waiting/running in one cell: a
+    # deployment name, its engine state and the numbers fit 100 columns that way
+    t = _table("deployment", "precision", "Serve (replicas)", "engine", "nodes", "wait/run",
+               "tok/s", title="Pools", whole=("deployment", "precision", "wait/run", "tok/s"))
     failures = []
     for name, d in serve_st["deployments"].items():
         p = pools.get(name, {})
         reps = p.get("replicas", [])
-        t.add_row(name, p.get("precision", "-"), d["status"], _engine_state(p, d["status"]),
-                  ", ".join(f"{k} {v}" for k, v in d["replicas"].items()) or "-",
+        t.add_row(name, p.get("precision", "-"),
+                  "\n".join([d["status"]] + [f"{k} {v}" for k, v in d["replicas"].items()]),
+                  _engine_state(p, d["status"]),
                   ", ".join(sorted({(r.get("node_id") or "?")[:8] for r in reps})) or "-",
-                  str(sum(r["waiting"] for r in reps)), str(sum(r["running"] for r in reps)),
+                  f"{sum(r['waiting'] for r in reps)}/{sum(r['running'] for r in reps)}",
                   f"{sum(r['tokens_per_s'] for r in reps):.1f}")
         why = p.get("reason") or p.get("last_failure")
         if why:
@@ -339,9 +332,9 @@ def status_view(serve_st: dict, base: str, pools: dict, autoscaling: dict | None
     for line in failures:  # the reason in full: a table cell would fold it out of sight
         parts.append(Text(f"{line}", style="red"))
     if autoscaling:
-        a = Table(title="Autoscaling (current, desired, bounds and why)")
-        for c in ("deployment", "current", "desired", "min", "max", "why"):
-            a.add_column(c, overflow="fold")
+        a = _table("deployment", "current", "desired", "min", "max", "why",
+                   title="Autoscaling (current, desired, bounds and why)",
+                   whole=("deployment",))
         for name, d in autoscaling["pools"].items():
             a.add_row(name, str(d["current"]), str(d["desired"]), str(d["min"]),
                       str(d["max"]), d["reason"])

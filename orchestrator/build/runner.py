@@ -191,14 +191,20 @@ def build_on(spec, address: str | None, specs: list[BuildSpec], store_root: str 
              *, force: bool = False,
              on_update: Callable[[BuildOutcome], None] = lambda o: None,
              on_progress: Callable[[str, str, int, int], None] = lambda *a: None,
+             step: Callable[[str], None] = lambda line: None,
              ) -> tuple[list[BuildOutcome], list[Transfer]]:
     """`run_builds` on the Ray cluster at `address`, or on a local one standing in for
     `spec` for as long as this takes (serve/ray_local.py); then every other node of each
-    node type gets the artifact (`distribute`)."""
+    node type gets the artifact (`distribute`). `step` hears each phase as it begins."""
     from orchestrator.serve.ray_local import join_or_start
 
+    step(f"joining the Ray cluster at {address}" if address else
+         f"starting a local Ray standing in for {spec.name!r}")
     join_or_start(spec, address)
+    step(f"building {len(specs)} node type(s), each on a node of its type")
     outcomes = run_builds(specs, store_root, force=force, on_update=on_update)
+    if not store_root and any(o.ok for o in outcomes):
+        step("every other node of each type pulls its artifact from a peer")
     return outcomes, distribute(specs, outcomes, store_root, on_progress)
 
 

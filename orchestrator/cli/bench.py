@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import console, echo_json, main, quiet_if, user_errors
+from orchestrator.cli.common import console, echo_json, main, user_errors
 from orchestrator.defaults import BENCH_POLICIES, SLO_TPOT_S, SLO_TTFT_S
 
 
@@ -78,7 +78,10 @@ def bench(url, model, api_key, chat, prompt_tokens, max_tokens, runs, concurrenc
                         max_output_tokens=max_output_tokens, slo_ttft_s=slo_ttft,
                         slo_tpot_s=slo_tpot, timeout_s=timeout_s, token_scale=token_scale,
                         policies=tuple(p.strip() for p in policies.split(",") if p.strip()))
-    with quiet_if(as_json, console().status("benchmarking...", spinner="dots")):
+    from orchestrator.cli.progress import stderr_console
+
+    # a spinner on stderr, where a terminal shows it; stdout keeps the table or the JSON
+    with stderr_console().status("benchmarking...", spinner="dots"):
         result = run_bench(opts)
     if as_json:
         echo_json(result.model_dump())

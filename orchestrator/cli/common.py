@@ -15,7 +15,7 @@ from rich.console import Console
 from orchestrator.errors import Deprecated, OrchestratorError
 
 
-def console(width: int = 200) -> Console:
+def console(width: int = 100) -> Console:
     """The terminal's width on a terminal; piped, ``width`` (rich would take 80)."""
     return Console(width=None if sys.stdout.isatty() else width)
 
@@ -49,14 +49,10 @@ def user_errors(fn):
 _json_out: list = []  # the command's own stdout, while --json sends the rest to stderr
 
 
-def echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False),
+def echo_json(data, compact: bool = False) -> None:
+    """`data` on the command's stdout; `compact`: one line (a stream of them, JSON lines)."""
+    click.echo(json.dumps(data, indent=None if compact else 2, sort_keys=False),
                file=_json_out[-1] if _json_out else None)
-
-
-def quiet_if(flag: bool, status):
-    """`status` (a rich spinner), or nothing where the output is JSON for a script."""
-    return contextlib.nullcontext() if flag else status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -94,7 +94,10 @@ def simulate(cluster_path, trace_path, synthetic, rate, limit, policies, rate_sc
     plan, scenario, names, n_requests = p.plan, p.scenario, p.policies, len(p.scenario.trace)
     if decisions_path and sweep:
         raise click.UsageError("--trace-decisions records one run per policy; drop --sweep")
-    with Progress(transient=True, disable=as_json) as progress:
+    from orchestrator.cli.progress import bars_wanted, stderr_console
+
+    with Progress(transient=True, disable=not bars_wanted(),
+                  console=stderr_console()) as progress:
         task = progress.add_task("simulating", total=len(names))
         results = report.simulate_policies(
             scenario, names, sweep=sweep, rate_scale=rate_scale, decisions_path=decisions_path,

@@ -38,21 +38,36 @@ class Served:
     engines: dict[str, str] = field(default_factory=dict)  # deployment -> what it runs
 
 
+@dataclass(frozen=True)
+class UpHooks:
+    """What `bring_up` tells its caller as it goes; each defaults to nothing."""
+
+    step: Callable[[str], None] = lambda line: None  # each phase, in words
+    building: Callable[[list], None] = lambda specs: None  # the builds about to run
+    built: Callable[[object], None] = lambda outcome: None  # each BuildOutcome
+    moved: Callable[[str, str, int, int], None] = lambda *a: None  # node type, node, done, all
+    waiting: Callable[[object], None] | None = None  # each /health body; None: step a line
+
+
 def endpoint(host: str, port: int) -> str:
     return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
 
 
 def bring_up(cluster_path: str | Path, opts: UpOptions,
-             step: Callable[[str], None] = lambda line: None) -> Served:
+             step: Callable[[str], None] = lambda line: None,
+             hooks: UpHooks | None = None) -> Served:
     """Plan the spec, start a local Ray (or join `opts.address`), build what the backends
     need, deploy, and wait until every pool has a loaded replica. `step` hears what is
-    happening, one line at a time."""
+    happening, one line at a time; `hooks`, where given, hear it all (and replace `step`)."""
     from orchestrator.build.runner import (distribute, origin_of, require_built,
                                            require_transferred, run_builds)
     from orchestrator.build.spec import build_specs, shared_store
     from orchestrator.planner.from_file import plan_file
     from orchestrator.router.policies import make as make_policy
     from orchestrator.serve import ray_local
+
+    hooks = hooks or UpHooks(step=step)
+    step = hooks.step
 
     if opts.policy:
         make_policy(opts.policy)  # a bad name fails before anything starts
@@ -78,7 +93,8 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
     if not opts.simulated_engines:
         step("building artifacts (cached after the first time)...")
         specs = build_specs(plan, spec)
-        outcomes = run_builds(specs, store)
+        hooks.building(specs)
+        outcomes = run_builds(specs, store, on_update=hooks.built)
         # A node type with no node yet is no failure: its pool waits for one, whose first
         # replica builds the artifact there
         for s, o in zip(specs, outcomes):
@@ -88,7 +104,7 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
                                 "its pool waits for one and builds its artifact there")
         require_built([o for o in outcomes if not o.no_node])
         step("every node of each type gets its artifact...")
-        require_transferred(distribute(specs, outcomes, store))
+        require_transferred(distribute(specs, outcomes, store, hooks.moved))
         artifacts = {o.node_type: o.key for o in outcomes if o.ok}
     args, policy_kwargs = app_args(
         plan, spec, model_name=opts.public_name, artifacts=artifacts, store=store,
@@ -102,7 +118,8 @@ def bring_up(cluster_path: str | Path, opts: UpOptions,
     lifecycle.deploy(args, policy_kwargs, opts.host, opts.port)
     base = endpoint(opts.host, opts.port)
     try:
-        health = lifecycle.wait_ready(base, opts.timeout_s, lambda b: step(loading_line(b)),
+        health = lifecycle.wait_ready(base, opts.timeout_s,
+                                      hooks.waiting or (lambda b: step(loading_line(b))),
                                       key=keys[0] if keys else None,
                                       serve_status_fn=lifecycle.serve_status,
                                       waiting={deployment_name(t) for t in deferred},
