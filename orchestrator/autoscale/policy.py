@@ -44,12 +44,23 @@ class PoolLoad:
     waiting_prefill_tokens: int = 0  # prompt tokens queued or mid-prefill, pool-wide
 
 
+# A decision's cause, one word for a metric's label (the reason's text has numbers):
+STEADY = "steady"  # no signal asks for a change
+SEQUENCES = "sequences"  # in-flight sequences need more replicas
+PREFILL_BACKLOG = "prefill_backlog"  # queued prompt tokens need more replicas
+SPILL = "spill"  # unpinned waiting on a pool at its maximum
+IDLE = "idle"  # low utilization for down_delay_s: one replica goes
+OVERRIDE = "override"  # `orchestrator scale` (serve/autoscaler.py applies it)
+CAUSES = (STEADY, SEQUENCES, PREFILL_BACKLOG, SPILL, IDLE, OVERRIDE)
+
+
 @dataclass(frozen=True)
 class Decision:
     pool: str
     current: int
     desired: int
     reason: str
+    cause: str = STEADY  # one of CAUSES
 
 
 @dataclass
@@ -90,8 +101,8 @@ def _backlog_s(s: PoolSpec, load: PoolLoad, replicas: int) -> float:
                                           * s.prefill_tokens_per_s_per_replica)
 
 
-def _need(s: PoolSpec, load: PoolLoad, knobs: Knobs) -> tuple[int, str]:
-    """Replicas the pool's own load needs, and which signal says so."""
+def _need(s: PoolSpec, load: PoolLoad, knobs: Knobs) -> tuple[int, str, str]:
+    """Replicas the pool's own load needs, why, and which signal says so."""
     inflight = load.running + load.waiting
     by_seq = math.ceil(inflight / (knobs.target_utilization * s.sequences_per_replica)) \
         if inflight else 0
@@ -99,11 +110,11 @@ def _need(s: PoolSpec, load: PoolLoad, knobs: Knobs) -> tuple[int, str]:
     by_prefill = math.ceil(load.waiting_prefill_tokens / (rate * knobs.prefill_backlog_s)) \
         if rate > 0 and load.waiting_prefill_tokens else 0
     if by_prefill > by_seq:
-        return by_prefill, (
+        return by_prefill, PREFILL_BACKLOG, (
             f"prefill backlog {_backlog_s(s, load, load.replicas):.1f} s > "
             f"{knobs.prefill_backlog_s:.1f} s: {load.waiting_prefill_tokens} prompt tokens "
             f"need {by_prefill} replica(s) at {rate:.0f} tok/s each")
-    return by_seq, (
+    return by_seq, SEQUENCES, (
         f"sequences {_sequences(s, load, load.replicas):.0%} > "
         f"{knobs.target_utilization:.0%}: {inflight} in flight need {by_seq} replica(s) "
         f"of {s.sequences_per_replica} sequences each")
@@ -113,13 +124,14 @@ def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
            state: PolicyState, knobs: Knobs = Knobs()) -> list[Decision]:
     desired = {s.name: loads[s.name].replicas for s in specs}
     reasons: dict[str, str] = {}
+    causes: dict[str, str] = {}
     # 1. each pool's own load, normalized by its capacity (sequences or prefill backlog)
     for s in specs:
         load = loads[s.name]
-        need, why = _need(s, load, knobs)
+        need, cause, why = _need(s, load, knobs)
         if need > load.replicas and _cooled(state, s.name, now, knobs.up_cooldown_s):
             desired[s.name] = need
-            reasons[s.name] = why
+            reasons[s.name], causes[s.name] = why, cause
     # 2. unpinned waiting that a capped pool cannot absorb goes to the best pool that can grow
     wanted: set[str] = set()
     for s in specs:
@@ -141,6 +153,7 @@ def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
             desired[o.name] = desired[o.name] + extra
             reasons[o.name] = (f"{spill} unpinned waiting on {s.name}, which is at its "
                                f"maximum {s.max_replicas}")
+            causes[o.name] = SPILL
     # 3. scale down the least useful pool first, one replica, after a sustained lull
     for s in sorted(specs, key=lambda p: (p.quality_rank, p.tokens_per_s_per_replica)):
         load = loads[s.name]
@@ -157,6 +170,7 @@ def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
                     f"{now - since:.0f} s (sequences "
                     f"{_sequences(s, load, load.replicas):.0%}, prefill backlog "
                     f"{_backlog_s(s, load, load.replicas):.1f} s)")
+                causes[s.name] = IDLE
                 state.low_since[s.name] = now
                 break  # one pool at a time, the least useful first
         else:
@@ -170,7 +184,7 @@ def decide(specs: list[PoolSpec], loads: dict[str, PoolLoad], now: float,
             why += f"; capped at {s.max_replicas} (GPU groups in the inventory)"
         if want != cur:
             state.last_change[s.name] = now
-        out.append(Decision(s.name, cur, want, why))
+        out.append(Decision(s.name, cur, want, why, causes.get(s.name, STEADY)))
     return out
 
 

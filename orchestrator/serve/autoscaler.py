@@ -18,7 +18,8 @@ import json
 import logging
 import time
 
-from orchestrator.autoscale.policy import Knobs, PolicyState, PoolLoad, PoolSpec, decide
+from orchestrator.autoscale.policy import (OVERRIDE, Knobs, PolicyState, PoolLoad, PoolSpec,
+                                           decide)
 
 log = logging.getLogger("ray.serve")
 KV_NAMESPACE = "orchestrator"
@@ -119,15 +120,17 @@ class ClusterAutoscaler:
                 want = max(d.desired, ctx.target_num_replicas)
             else:
                 want = d.desired
-            why = d.reason
+            why, cause = d.reason, d.cause
             if name in pinned:
                 want = min(max(pinned[name], 0 if s.scale_to_zero else 1), s.max_replicas)
                 why = f"manual override {pinned[name]} (orchestrator scale)" + (
                     f", capped at {s.max_replicas}" if pinned[name] > s.max_replicas else "")
+                cause = OVERRIDE
             out[dep] = want
             load = loads[name]
             published[name] = {"current": d.current, "desired": want, "min": s.min_replicas,
-                               "max": s.max_replicas, "reason": why, "running": load.running,
+                               "max": s.max_replicas, "reason": why, "cause": cause,
+                               "running": load.running,
                                "waiting": load.waiting,
                                "waiting_prefill_tokens": load.waiting_prefill_tokens}
         self._publish(published, now)

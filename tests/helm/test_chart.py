@@ -126,7 +126,7 @@ def test_render_validates_and_maps_node_types(helm, validator, tmp_path, case, g
 
 def test_misspelt_key_is_caught_by_the_strict_schema(helm, validator, tmp_path):
     out = render(helm, CASES["two"](), tmp_path)
-    rs = docs(out.stdout)[0]
+    rs = next(d for d in docs(out.stdout) if d["kind"] == "RayService")
     pod = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
     pod["nodeSelecter"] = pod.pop("nodeSelector")
     assert any("nodeSelecter" in e.message for e in validator.iter_errors(rs))
@@ -218,3 +218,33 @@ def test_autoscaled_pool_and_api_key_secret_reach_the_rayservice(helm, validator
         env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
         assert env["ORCHESTRATOR_API_KEYS"]["valueFrom"]["secretKeyRef"] == {
             "name": "orchestrator-keys", "key": "keys"}
+
+
+def test_grafana_dashboard_configmap_carries_the_sidecar_label_and_the_json(helm, tmp_path):
+    values = CASES["two"]()
+    out = render(helm, values, tmp_path)
+    assert out.returncode == 0, out.stderr
+    (cm,) = [d for d in docs(out.stdout) if d["kind"] == "ConfigMap"]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "namespace" not in cm["metadata"]  # the release's, unless the value names one
+    shipped = (CHART / "dashboards" / "orchestrator.json").read_text()
+    assert json.loads(cm["data"]["orchestrator.json"]) == json.loads(shipped)
+    assert "{{pool}}" in cm["data"]["orchestrator.json"]  # not taken for a template action
+
+    values["grafanaDashboard"] = {"enabled": True, "namespace": "monitoring",
+                                  "labels": {"grafana_dashboard": "orchestrator"},
+                                  "annotations": {"grafana_folder": "LLM"}}
+    out = render(helm, values, tmp_path)
+    (cm,) = [d for d in docs(out.stdout) if d["kind"] == "ConfigMap"]
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "orchestrator"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+
+    values["grafanaDashboard"] = {"enabled": False}
+    out = render(helm, values, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert not [d for d in docs(out.stdout) if d["kind"] == "ConfigMap"]
+
+    values["grafanaDashboard"] = {"enabled": True, "lables": {}}
+    out = render(helm, values, tmp_path)
+    assert out.returncode != 0 and "lables" in out.stderr

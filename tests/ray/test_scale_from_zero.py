@@ -5,10 +5,12 @@ taken count as its demand and bring it back, whether other pools serve them mean
 at zero, the requests the 4-bit pool serves do not wait on it."""
 
 import time
+import urllib.request
 
 import pytest
 
 from orchestrator.config import ClusterSpec, load_cluster_spec
+from tests import dashboard
 from tests.conftest import CLUSTERS
 from tests.ray.serve_util import (A100, MIXED_NODES, R3090, deploy_autoscaled, get,
                                   post, replicas, wait_for)
@@ -94,3 +96,15 @@ def test_pinned_requests_refused_at_zero_bring_it_back(endpoint):
         return code == 200 and headers.get("x-orchestrator-precision") == "f16"
 
     wait_for(served, 90, "a pinned F16 request is served after scale-from-zero")
+
+
+def test_the_dashboards_autoscaling_series_are_exported(endpoint):
+    """The dashboard's autoscaling panels against this live /metrics (the rest of its
+    series: test_serve_llamacpp.py)."""
+    def exported():
+        with urllib.request.urlopen(f"{endpoint}/metrics", timeout=30) as r:
+            text = r.read().decode()
+        return dashboard.missing(
+            text, lambda name: name.startswith("orchestrator_autoscaling_")) == []
+
+    wait_for(exported, 30, "the autoscaling decisions reach /metrics")

@@ -89,8 +89,9 @@ def test_routing_counts_the_prompt_as_the_engine_does(base):
                                      {"model": MODEL, "max_tokens": 2, **body})
         assert code == 200, answer
         after = metrics(base)
-        key = ("orchestrator_tokens_total",
-               (("kind", "routed_prompt"), ("pool", headers["x-orchestrator-pool"])))
+        key = ("orchestrator_routed_prompt_tokens_total",
+               (("pool", headers["x-orchestrator-pool"]),
+                ("precision", headers["x-orchestrator-precision"])))
         routed = after[key] - before.get(key, 0.0)
         assert routed == answer["usage"]["prompt_tokens"] > 20
     m = metrics(base)

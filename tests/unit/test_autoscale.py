@@ -16,21 +16,24 @@ def run(loads, now=1000.0, state=None, knobs=Knobs()):
     return {d.pool: d for d in decide(SPECS, loads, now, state, knobs)}, state
 
 
-@pytest.mark.parametrize("name, loads, want", [
-    ("steady", {"a100": PoolLoad(1, 20, 0), "r3090": PoolLoad(2, 4, 0)}, {"a100": 1, "r3090": 2}),
+@pytest.mark.parametrize("name, loads, want, causes", [
+    ("steady", {"a100": PoolLoad(1, 20, 0), "r3090": PoolLoad(2, 4, 0)}, {"a100": 1, "r3090": 2},
+     {"a100": "steady", "r3090": "steady"}),
     ("burst on pinned F16 traffic grows only F16",
      {"a100": PoolLoad(1, 64, 60, waiting_pinned=60), "r3090": PoolLoad(2, 4, 0)},
-     {"a100": 3, "r3090": 2}),
+     {"a100": 3, "r3090": 2}, {"a100": "sequences", "r3090": "steady"}),
     ("unpinned burst with F16 at its max spills to the 3090 pool",
      {"a100": PoolLoad(3, 192, 20, waiting_pinned=0), "r3090": PoolLoad(2, 8, 0)},
-     {"a100": 3, "r3090": 4}),
+     {"a100": 3, "r3090": 4}, {"a100": "sequences", "r3090": "spill"}),
     ("pool at inventory max is capped",
      {"a100": PoolLoad(1, 20, 0), "r3090": PoolLoad(4, 24, 40, waiting_pinned=40)},
-     {"a100": 1, "r3090": 4}),
+     {"a100": 1, "r3090": 4}, {"a100": "steady", "r3090": "sequences"}),
 ])
-def test_table(name, loads, want):
+def test_table(name, loads, want, causes):
     got, _ = run(loads)
     assert {k: d.desired for k, d in got.items()} == want, name
+    # the cause is the metric's label (ingress /metrics), the reason the operator's text
+    assert {k: d.cause for k, d in got.items()} == causes, name
     for d in got.values():
         assert d.reason
 
@@ -47,6 +50,7 @@ def test_idle_shrinks_least_useful_first_after_the_delay():
     assert got["a100"].desired == 3 and got["r3090"].desired == 4  # not yet
     got, _ = run(idle, now=121, state=state)
     assert got["r3090"].desired == 3 and got["a100"].desired == 3  # the 4-bit pool first
+    assert got["r3090"].cause == "idle"
     got, _ = run({"a100": PoolLoad(3, 0, 0), "r3090": PoolLoad(1, 0, 0)}, now=400, state=state)
     assert got["r3090"].desired == 1  # never below min
     assert got["a100"].desired == 2

@@ -9,8 +9,8 @@ from orchestrator.planner.select import plan_cluster
 from orchestrator.router import policies
 from orchestrator.router.context import RouteRequest
 from orchestrator.router.estimate import estimate
-from orchestrator.router.route import (CONTEXT_TOO_LONG, OK, OVERLOADED,
-                                       UNSATISFIABLE_PRECISION, route)
+from orchestrator.router.route import (CONTEXT_TOO_LONG, FLOOR, OK, OVERLOADED, PINNED,
+                                       PREFERRED, SPILL, UNSATISFIABLE_PRECISION, route)
 from orchestrator.sim.events import replicas_from_plan
 from tests.conftest import CLUSTERS
 
@@ -88,6 +88,23 @@ def test_spills_short_prompts_when_the_best_pool_is_pressed(views):
     assert d.replica.pool == R3090
     # ...but not a prompt the 3090s cannot prefill in time
     assert route(policies.make("slo_aware"), req(1400, 50), views).replica.pool == A100
+
+
+def test_each_decision_says_why(views):
+    """The reason the ingress counts per decision (orchestrator_routing_decisions_total)."""
+    pol = policies.make("slo_aware")
+    assert route(pol, req(100, 50), views).reason == PREFERRED
+    assert route(pol, req(pinned_precision="awq_int4"), views).reason == PINNED
+    assert route(pol, req(min_rank=get_precision("awq_int4").rank), views).reason == FLOOR
+    assert route(pol, req(pinned_precision="q8_0"), views).reason == UNSATISFIABLE_PRECISION
+    a100 = by_pool(views, A100)[0]
+    a100.running, a100.waiting_prefill_tokens = 200, 8000  # pressed: short prompts spill
+    assert route(pol, req(100, 50), views).reason == SPILL
+    a100.waiting = a100.max_waiting  # full: pushed down by the queue, a spill too
+    assert route(pol, req(1400, 50), views).reason == SPILL
+    for v in views:
+        v.waiting = v.max_waiting
+    assert route(pol, req(), views).reason == OVERLOADED
 
 
 def test_estimate_idle_ttft_is_prompt_over_prefill_speed(views):
