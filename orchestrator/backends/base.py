@@ -125,10 +125,20 @@ class Backend:
     calibration: ClassVar[tuple[Calibration, ...]] = ()
     calibration_from: ClassVar[str | None] = None  # borrow another backend's fit
     notes: ClassVar[str] = ""
+    # The request features (engines/features.py) its engine honours, and why it does not
+    # honour others where there is more to say than "not implemented" (docs/serving.md).
+    features: ClassVar[frozenset[str]] = frozenset()
+    feature_notes: ClassVar[dict[str, str]] = {}
     fronts_upstream: ClassVar[bool] = False  # serves through a node type's `upstream`
     engine_class: ClassVar[str]  # "module:Class", imported only where a replica runs it
 
     # -- facts ---------------------------------------------------------------------------
+    def honours(self) -> frozenset[str]:
+        """Every request feature a pool on this backend honours."""
+        from orchestrator.engines.features import with_implied
+
+        return with_implied(self.features)
+
     def min_sm(self, precision_id: str) -> int | None:
         return self.gpu_support.get(precision_id)
 

@@ -21,7 +21,8 @@ from typing import AsyncIterator
 from orchestrator.backends.base import Backend, BuildSpec, Calibration
 from orchestrator.engines import chat
 from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
-                                       GenerateRequest, Progress, TokenRate)
+                                       GenerateRequest, Progress, RequestError, TokenRate)
+from orchestrator.engines.features import JSON_SCHEMA, LOGIT_BIAS, LOGPROBS, PENALTIES
 from orchestrator.errors import BuildFailed, MissingExtraError, UserError
 from orchestrator.models.catalog import get_model
 from orchestrator.models.precision import PRECISIONS, get_precision
@@ -61,6 +62,9 @@ class LlamaCpp(Backend):
                     f"{_XD}, pp512", kind="prefill", output_tokens=0),
     )
     notes = "our engine (llama-cpp-python) decodes one sequence at a time per replica"
+    features = frozenset({PENALTIES, LOGIT_BIAS, JSON_SCHEMA})  # JSON through a GBNF grammar
+    feature_notes = {LOGPROBS: "llama-cpp-python reports logprobs only with logits_all, "
+                               "which makes a prefill 2.4x slower (llama-server reports them)"}
     engine_class = "orchestrator.backends.llamacpp:LlamaCppEngine"
 
     def build_params(self, n, plan, node, sources):
@@ -147,6 +151,7 @@ class LlamaCppEngine(Engine):
         self.running_context = 0
         self.rate = TokenRate()
         self.progress = Progress()
+        self.grammars: dict[str, object] = {}  # schema JSON -> LlamaGrammar, the newest 32
 
     async def start(self) -> None:
         try:
@@ -184,10 +189,40 @@ class LlamaCppEngine(Engine):
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         return len(self.tokenize(text, rendered_chat))
 
-    def render_chat(self, messages: list[dict]) -> str:
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         template = self.llm.metadata.get("tokenizer.chat_template") or self.fallback_template
         # The GGUF's own BOS is added by the tokenizer, so the template's is left empty.
-        return chat.render_or_refuse(template, messages)
+        return chat.render_or_refuse(template, messages, tools=tools)
+
+    def grammar(self, schema: str | None):
+        """The GBNF grammar that holds the answer to a JSON schema, compiled once per
+        schema (a client sends the same one again and again)."""
+        if schema is None:
+            return None
+        if schema not in self.grammars:
+            from llama_cpp import LlamaGrammar
+
+            try:
+                g = LlamaGrammar.from_json_schema(schema, verbose=False)
+            except Exception as e:  # a schema its converter cannot turn into a grammar
+                raise RequestError(f"llama.cpp cannot constrain output to this schema: "
+                                   f"{str(e)[:200]}", "response_format") from None
+            self.check_grammar(g)
+            self.grammars = {**dict(list(self.grammars.items())[-31:]), schema: g}
+        return self.grammars[schema]
+
+    def check_grammar(self, g) -> None:
+        """Parse the grammar once here: llama-cpp-python hands llama.cpp's sampler chain
+        whatever llama_sampler_init_grammar returns, and a grammar llama.cpp refuses
+        returns NULL, which crashes the replica at its first sampled token."""
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self.llm._model.vocab, g._grammar.encode(), g._root.encode())
+        if not sampler:
+            raise RequestError("llama.cpp refused the grammar made from this schema",
+                               "response_format")
+        llama_cpp.llama_sampler_free(sampler)
 
     # -- generation ----------------------------------------------------------------------
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
@@ -196,6 +231,11 @@ class LlamaCppEngine(Engine):
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)
         n_prompt = req.prompt_token_count(self, prompt)
         rid = req.request_id
+        grammar = self.grammar(req.json_schema)
+        past = [t for t, _ in req.logit_bias if t >= self.llm.n_vocab()]
+        if past:  # llama-cpp-python would index past its logits, on the worker thread
+            raise RequestError(f"logit_bias token id {past[0]} is past the vocabulary "
+                               f"({self.llm.n_vocab()} tokens)", "logit_bias")
         with self.lock:
             self.waiting[rid] = (n_prompt, req.max_tokens)
 
@@ -223,7 +263,10 @@ class LlamaCppEngine(Engine):
                 seed = None if req.seed is None else req.seed & SEED_MASK
                 stream = self.llm.create_completion(
                     prompt, max_tokens=req.max_tokens, temperature=req.temperature,
-                    top_p=req.top_p, stop=list(req.stop) or None, seed=seed, stream=True)
+                    top_p=req.top_p, stop=list(req.stop) or None, seed=seed, stream=True,
+                    presence_penalty=req.presence_penalty,
+                    frequency_penalty=req.frequency_penalty,
+                    logit_bias=dict(req.logit_bias) or None, grammar=grammar)
                 n = 0
                 for part in stream:
                     self.progress.mark()

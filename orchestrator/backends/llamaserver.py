@@ -14,6 +14,7 @@ goes (and the kernel kills it if the replica dies first).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 from orchestrator.backends import llama_server_bin as binsrc
 from orchestrator.backends.llamacpp import MAX_CONTEXT, MODEL_FILE, SEED_MASK, LlamaCpp
 from orchestrator.engines.base import EngineStats
+from orchestrator.engines.features import LOGPROBS
 from orchestrator.engines.supervised import SupervisedUpstream
 from orchestrator.hardware.catalog import get_gpu
 from orchestrator.models.catalog import get_model
@@ -44,6 +46,9 @@ class LlamaServer(LlamaCpp):
     notes = ("llama.cpp's llama-server: continuous batching over parallel slots, chunked "
              f"prompt processing ({PROMPT_CHUNK_TOKENS}-token chunks), a prompt cache per slot")
     engine_class = "orchestrator.backends.llamaserver:LlamaServerEngine"
+    # the server reports each token's logprobs (n_probs) and turns a schema into a grammar
+    features = LlamaCpp.features | {LOGPROBS}
+    feature_notes = {}
 
     def offers(self, precision_id, *, cpu, opted_in=False):
         # chosen where a node type lists it in `backends`: its binary is compiled per node
@@ -138,6 +143,8 @@ class LlamaServerEngine(SupervisedUpstream):
         body = super().body(req, prompt)
         if "seed" in body:  # llama.cpp's sampler seed is 32-bit; the API's may be 64-bit
             body["seed"] = body["seed"] & SEED_MASK
+        if req.json_schema is not None:  # the server turns it into a grammar itself
+            body["json_schema"] = json.loads(req.json_schema)
         return body
 
     async def start(self) -> None:

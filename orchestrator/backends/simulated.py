@@ -10,6 +10,8 @@ from orchestrator.backends.base import Backend
 class Simulated(Backend):
     id, display = "simulated", "simulated engine (timing model)"
     engine_class = "orchestrator.engines.simulated:SimulatedEngine"
+    # its placeholder tokens follow no sampling setting, schema or tool: it honours none
+    feature_notes = {"*": "a timing model: placeholder tokens, no sampling"}
 
     def __init__(self, time_scale: float = 1.0):
         self.time_scale = time_scale

@@ -13,8 +13,9 @@ from typing import AsyncIterator
 from orchestrator.backends.base import (Backend, BuildSpec, Calibration, need_source,
                                         write_json)
 from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
-                                       template_error)
+                                       TokenLogprob, template_error)
 from orchestrator.engines.chat import encode_once
+from orchestrator.engines.features import JSON_SCHEMA, LOGIT_BIAS, LOGPROBS, PENALTIES
 from orchestrator.errors import BuildFailed, MissingExtraError
 
 ENGINE_DIR = "engine"  # the artifact: a compiled engine directory, or the record below
@@ -28,6 +29,7 @@ QUANT_ALGO = {"f16": None, "bf16": None, "fp8_w8a8": "FP8", "int8_sq": "W8A8_SQ_
 SOURCE_KIND = {"awq_int4": "modelopt_w4a16", "gptq_int4": "gptq"}  # else F16/BF16 "hf"
 # ModelOpt writes this beside a quantized checkpoint; TensorRT-LLM's loaders read it
 MODELOPT_CONFIG = "hf_quant_config.json"
+GUIDED_BACKEND = "xgrammar"  # what compiles a response_format's JSON schema
 # vLLM's name for the method of a checkpoint TensorRT-LLM refuses, for the refusal's advice
 VLLM_LOADS = {"awq": "awq_marlin", "gptq": "gptq_marlin"}
 
@@ -67,6 +69,15 @@ def sampling_kwargs(req: GenerateRequest) -> dict:
     """SamplingParams arguments. Greedy is top_k 1 with no top_p: what every LLM API
     release treats as greedy (older ones ignore temperature 0 and sample at top_p 1)."""
     kw = dict(max_tokens=req.max_tokens, stop=list(req.stop) or None, seed=req.seed)
+    if req.presence_penalty or req.frequency_penalty:
+        kw |= {"presence_penalty": req.presence_penalty,
+               "frequency_penalty": req.frequency_penalty}
+    if req.logprobs is not None:
+        kw["logprobs"] = req.logprobs
+    if req.json_schema is not None:  # LLM(guided_decoding_backend="xgrammar") compiles it
+        from tensorrt_llm.sampling_params import GuidedDecodingParams
+
+        kw["guided_decoding"] = GuidedDecodingParams(json=json.loads(req.json_schema))
     if req.temperature == 0:
         return {**kw, "top_k": 1, "top_p": None, "temperature": None}
     return {**kw, "temperature": req.temperature, "top_p": req.top_p}
@@ -78,7 +89,22 @@ def runtime_kwargs(record: dict) -> dict:
     return {"max_batch_size": record["max_batch_size"],
             "max_num_tokens": record["max_num_tokens"],
             "max_seq_len": record["max_seq_len"],
-            "enable_chunked_prefill": record.get("enable_chunked_context", True)}
+            "enable_chunked_prefill": record.get("enable_chunked_context", True),
+            "guided_decoding_backend": GUIDED_BACKEND}
+
+
+def new_logprobs(out, seen: int, top: int | None, decode) -> tuple[TokenLogprob, ...]:
+    """The logprobs of the tokens generated since `seen`: TensorRT-LLM keeps, per token, a
+    dict of token id -> Logprob(logprob, rank) with the sampled token and the `top` best."""
+    if top is None or not out.logprobs:
+        return ()
+    items = []
+    for tid, step in zip(out.token_ids[seen:], out.logprobs[seen:]):
+        best = sorted(((t, lp) for t, lp in step.items()
+                       if lp.rank is not None and lp.rank <= top), key=lambda x: x[1].rank)
+        items.append(TokenLogprob(decode(tid), float(step[tid].logprob),
+                                  tuple((decode(t), float(lp.logprob)) for t, lp in best)))
+    return tuple(items)
 
 
 def kv_cache_kwargs(record: dict) -> dict:
@@ -108,6 +134,9 @@ class Trtllm(Backend):
     loads = {"f16": ("hf",), "bf16": ("hf",), "fp8_w8a8": ("modelopt_fp8",),
              "awq_int4": ("modelopt_w4a16",)}
     quantizes_from = {"fp8_w8a8": "hf", "int8_sq": "hf", "awq_int4": "hf"}
+    features = frozenset({PENALTIES, LOGPROBS, JSON_SCHEMA})  # JSON through xgrammar
+    feature_notes = {LOGIT_BIAS: "TensorRT-LLM's SamplingParams has no logit_bias (only "
+                                 "per-request logits processors)"}
     notes = ("engines are specific to the GPU architecture and TensorRT-LLM version; "
              "no published single-stream decode figure, so decode borrows vLLM's fit")
     engine_class = "orchestrator.backends.trtllm:TrtllmEngine"
@@ -218,7 +247,7 @@ class TrtllmEngine(Engine):
             rec = json.loads(runtime.read_text()) if runtime.is_file() else {}
             kw = ({"enable_chunked_prefill": rec.get("enable_chunked_context", True),
                    "kv_cache_config": KvCacheConfig(**kv_cache_kwargs(rec))}
-                  if rec else {})
+                  if rec else {}) | {"guided_decoding_backend": GUIDED_BACKEND}
             self.llm = LLM(model=str(engine), tensor_parallel_size=self.tp, **kw)
         else:
             from tensorrt_llm import LLM
@@ -235,9 +264,13 @@ class TrtllmEngine(Engine):
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         return len(self.tokenize(text, rendered_chat))
 
-    def render_chat(self, messages: list[dict]) -> str:
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        from orchestrator.engines import chat
+
+        chat.refuse_tools(getattr(self.llm.tokenizer, "chat_template", None), tools)
         try:
-            return self.llm.tokenizer.apply_chat_template(messages, tokenize=False,
+            return self.llm.tokenizer.apply_chat_template(messages, tools=tools or None,
+                                                          tokenize=False,
                                                           add_generation_prompt=True)
         except Exception as e:
             raise template_error(e) from None
@@ -255,13 +288,17 @@ class TrtllmEngine(Engine):
         self.waiting[req.request_id] = (n_prompt, req.max_tokens)
         result = self.llm.generate_async(inputs, params, streaming=True)
         self.results[req.request_id] = result
-        finished = False
+        finished, seen = False, 0
         try:
             async for out in result:
                 self.waiting.pop(req.request_id, None)
                 o = out.outputs[0]
                 self.running[req.request_id] = req.max_tokens - len(o.token_ids)
-                yield Chunk(o.text_diff, len(o.token_ids), n_prompt, o.finish_reason)
+                probs = new_logprobs(o, seen, req.logprobs,
+                                     lambda t: self.llm.tokenizer.decode([t]))
+                seen = len(o.token_ids)
+                yield Chunk(o.text_diff, len(o.token_ids), n_prompt, o.finish_reason,
+                            logprobs=probs)
             finished = True
         finally:
             self.waiting.pop(req.request_id, None)

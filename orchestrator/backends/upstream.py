@@ -20,6 +20,7 @@ from pathlib import Path
 from orchestrator import __version__
 from orchestrator.backends.base import Backend, write_json
 from orchestrator.backends.llamacpp import MODEL_FILE, LlamaCpp
+from orchestrator.engines.features import JSON_SCHEMA, LOGIT_BIAS, LOGPROBS, PENALTIES
 from orchestrator.engines.supervised import SupervisedUpstream
 from orchestrator.engines.upstream import UpstreamEngine
 from orchestrator.models.catalog import get_model
@@ -44,6 +45,10 @@ class Upstream(Backend):
     fronts_upstream = True
     checks_checkpoints = False  # the upstream has its own weights
     notes = "fronts an OpenAI-compatible server; speeds are llama.cpp's estimates"
+    # what OpenAI's completions API itself defines, which any compatible server takes
+    features = frozenset({PENALTIES, LOGIT_BIAS, LOGPROBS})
+    feature_notes = {JSON_SCHEMA: "OpenAI's completions API has no schema field; servers "
+                                  "spell it each their own way"}
     engine_class = "orchestrator.backends.upstream:UpstreamPoolEngine"
 
     def offers(self, precision_id, *, cpu, opted_in=False):

@@ -14,8 +14,9 @@ from typing import AsyncIterator
 from orchestrator.backends.base import (Backend, BuildSpec, Calibration, need_source,
                                         write_json)
 from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
-                                       RequestError, TokenRate, template_error)
+                                       RequestError, TokenLogprob, TokenRate, template_error)
 from orchestrator.engines.chat import encode_once
+from orchestrator.engines.features import JSON_SCHEMA, LOGIT_BIAS, LOGPROBS, PENALTIES
 from orchestrator.errors import MissingExtraError
 from orchestrator.models.catalog import get_model
 
@@ -54,6 +55,8 @@ class Vllm(Backend):
                     "LambdaLabsML/vllm-benchmark, TPOT 29.5 ms"),
     )
     notes = "prefill efficiency: 40 % of peak (no published vLLM prefill figure)"
+    # its sampler takes penalties, logit_bias and logprobs; structured outputs hold a schema
+    features = frozenset({PENALTIES, LOGIT_BIAS, LOGPROBS, JSON_SCHEMA})
     engine_class = "orchestrator.backends.vllm:VllmEngine"
 
     def loads_as(self, precision_id, kind):
@@ -168,17 +171,20 @@ class VllmEngine(Engine):
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
         return len(self.tokenize(text, rendered_chat))
 
-    def render_chat(self, messages: list[dict]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        from orchestrator.engines import chat
+
+        template = getattr(self.tokenizer, "chat_template", None)
+        if template:
+            chat.refuse_tools(template, tools)
             try:
-                return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                return self.tokenizer.apply_chat_template(messages, tools=tools or None,
+                                                          tokenize=False,
                                                           add_generation_prompt=True)
             except Exception as e:
                 raise template_error(e) from None
-        from orchestrator.engines import chat
-
         return chat.render_or_refuse(self.fallback_template, messages,
-                                     bos=self.tokenizer.bos_token or "")
+                                     bos=self.tokenizer.bos_token or "", tools=tools)
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         from vllm import SamplingParams
@@ -189,27 +195,33 @@ class VllmEngine(Engine):
         try:
             params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature,
                                     top_p=req.top_p, stop=list(req.stop) or None,
-                                    seed=req.seed)
+                                    seed=req.seed, presence_penalty=req.presence_penalty,
+                                    frequency_penalty=req.frequency_penalty,
+                                    logit_bias=dict(req.logit_bias) or None,
+                                    logprobs=req.logprobs, **structured(req.json_schema))
         except ValueError as e:  # vLLM's own range checks on sampling values
             raise RequestError(f"a sampling value vLLM cannot take: {str(e)[:200]}") \
                 from None
         ids = self.tokenize(prompt, True) if chat else None
         inputs = TokensPrompt(prompt_token_ids=ids) if chat else prompt
-        sent = done = 0
+        sent = done = seen = 0
         finished = False
         self.waiting[req.request_id] = (len(ids) if ids else req.prompt_tokens or 0,
                                         req.max_tokens)
         try:
-            async for out in self.engine.generate(inputs, params, req.request_id):
+            async for out in refusals(self.engine.generate(inputs, params, req.request_id),
+                                      req):
                 self.waiting.pop(req.request_id, None)
                 o = out.outputs[0]
                 n = len(o.token_ids)
                 self.rate.add(n - done)
                 done = n
                 self.running[req.request_id] = req.max_tokens - n
-                if o.text[sent:] or o.finish_reason:
+                probs = new_logprobs(o, seen, req.logprobs)
+                seen = n if probs else seen
+                if o.text[sent:] or o.finish_reason or probs:
                     yield Chunk(o.text[sent:], n, len(out.prompt_token_ids or []),
-                                o.finish_reason)
+                                o.finish_reason, logprobs=probs)
                     sent = len(o.text)
             finished = True
         finally:
@@ -242,6 +254,52 @@ class VllmEngine(Engine):
     async def stop(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
+
+
+async def refusals(stream, req: GenerateRequest):
+    """vLLM's stream, with its refusal of the request itself (a ValueError before any
+    output: a schema its structured-output backend cannot compile, a token id past the
+    vocabulary in logit_bias) as the request's 400 rather than an engine fault."""
+    started = False
+    try:
+        async for out in stream:
+            started = True
+            yield out
+    except ValueError as e:
+        if started:
+            raise
+        param = ("response_format" if req.json_schema else
+                 "logit_bias" if req.logit_bias else None)
+        raise RequestError(f"vLLM refused the request: {str(e)[:300]}", param) from None
+
+
+def structured(schema: str | None) -> dict:
+    """SamplingParams' argument that holds the answer to a JSON schema: structured_outputs
+    in vLLM's V1 API, guided_decoding before it."""
+    if schema is None:
+        return {}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=json.loads(schema))}
+    return {"structured_outputs": StructuredOutputsParams(json=json.loads(schema))}
+
+
+def new_logprobs(out, seen: int, top: int | None) -> tuple[TokenLogprob, ...]:
+    """The logprobs of the tokens generated since `seen`: vLLM keeps, per token, a dict of
+    token id -> Logprob holding the sampled token and the `top` most likely by rank."""
+    if top is None or not out.logprobs:
+        return ()
+    items = []
+    for tid, step in zip(out.token_ids[seen:], out.logprobs[seen:]):
+        chosen = step[tid]
+        best = sorted((lp for lp in step.values() if lp.rank is not None and lp.rank <= top),
+                      key=lambda lp: lp.rank)
+        items.append(TokenLogprob(chosen.decoded_token or "", float(chosen.logprob), tuple(
+            (lp.decoded_token or "", float(lp.logprob)) for lp in best)))
+    return tuple(items)
 
 
 class SchedulerCounts:

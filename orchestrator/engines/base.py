@@ -71,6 +71,11 @@ class GenerateRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), OpenAI's scale
+    logprobs: int | None = None  # alternatives per token to report (0: the chosen alone)
+    json_schema: str | None = None  # the answer must satisfy this JSON schema (JSON text)
     prompt_tokens: int | None = None  # the caller's count of `prompt`, when it has one
     # `prompt` is a chat template's output, which already holds the model's special tokens
     # (BOS included): engines that would add a BOS when they encode must not add another
@@ -102,6 +107,16 @@ class TokenRate:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability, and the most likely alternatives at its step
+    (as many as the request asked for)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Chunk:
     """Text produced since the last chunk; the last chunk has a finish reason."""
 
@@ -109,6 +124,7 @@ class Chunk:
     completion_tokens: int  # so far
     prompt_tokens: int
     finish_reason: str | None = None  # stop | length
+    logprobs: tuple[TokenLogprob, ...] = ()  # the new tokens', where the request asked
 
 
 class EngineStats(BaseModel):
@@ -161,4 +177,6 @@ class Engine(abc.ABC):
         count and prefix hashes; raises EngineFault where the engine has no tokenizer."""
 
     @abc.abstractmethod
-    def render_chat(self, messages: list[dict]) -> str: ...
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The prompt for `messages` (with `tools` where the template takes them; a
+        RequestError naming `tools` where it does not)."""

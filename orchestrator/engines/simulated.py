@@ -43,8 +43,8 @@ class SimulatedEngine(Engine):
         pieces = [text[i * step:(i + 1) * step] for i in range(n - 1)] + [text[(n - 1) * step:]]
         return [zlib.crc32(p.encode()) for p in pieces]
 
-    def render_chat(self, messages: list[dict]) -> str:
-        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        return "\n".join(f"{m['role']}: {m.get('content') or ''}" for m in messages)
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         prompt = req.prompt if req.prompt is not None else self.render_chat(req.messages)

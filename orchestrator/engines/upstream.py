@@ -21,7 +21,8 @@ from typing import AsyncIterator
 from orchestrator.defaults import CHARS_PER_TOKEN
 from orchestrator.engines import chat
 from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
-                                       GenerateRequest, Progress, RequestError, TokenRate)
+                                       GenerateRequest, Progress, RequestError, TokenLogprob,
+                                       TokenRate)
 
 log = logging.getLogger("ray.serve")
 # A GGUF's tokenizer counts prompts where the upstream has no way to: without one a prompt
@@ -138,11 +139,11 @@ class UpstreamEngine(Engine):
             raise EngineFault(f"no tokenizer for upstream {self.base_url} (no GGUF given)")
         return self.vocab.tokenize(text.encode(), add_bos=True, special=True)
 
-    def render_chat(self, messages: list[dict]) -> str:
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         template = (self.vocab.metadata.get("tokenizer.chat_template")
                     if self.vocab is not None else None) or self.fallback_template
         # the upstream adds the BOS when it tokenizes, so the template's stays empty
-        return chat.render_or_refuse(template, messages)
+        return chat.render_or_refuse(template, messages, tools=tools)
 
     # -- generation ----------------------------------------------------------------------
     def body(self, req: GenerateRequest, prompt: str) -> dict:
@@ -153,6 +154,13 @@ class UpstreamEngine(Engine):
             body["stop"] = list(req.stop)
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.presence_penalty or req.frequency_penalty:
+            body |= {"presence_penalty": req.presence_penalty,
+                     "frequency_penalty": req.frequency_penalty}
+        if req.logit_bias:
+            body["logit_bias"] = {str(t): b for t, b in req.logit_bias}
+        if req.logprobs is not None:  # at least one: 0 asks llama-server for none at all
+            body["logprobs"] = max(req.logprobs, 1)
         return body
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
@@ -235,15 +243,16 @@ class UpstreamEngine(Engine):
                 usage = event.get("usage") or usage
                 for choice in event.get("choices") or ():
                     text, finish = choice.get("text") or "", choice.get("finish_reason")
+                    probs = token_logprobs(choice.get("logprobs"), req.logprobs)
                     if text:
                         n += 1
                         live.decoded = n
                         self.rate.add()
                         self.progress.mark()
                     if finish:  # held back until the usage that may follow it
-                        final = (text, finish)
-                    elif text:
-                        yield Chunk(text, n, live.prompt_tokens)
+                        final = (text, finish, probs)
+                    elif text or probs:
+                        yield Chunk(text, n, live.prompt_tokens, logprobs=probs)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise EngineFault(f"upstream stream broke: {type(e).__name__}") from None
         if final is None:
@@ -270,6 +279,23 @@ class UpstreamEngine(Engine):
             running_context_tokens=sum(v.prompt_tokens + v.decoded for v in running),
             kv_used_tokens=used, kv_capacity_tokens=self.context_tokens * self.max_batch,
             recent_tokens_per_s=self.rate.per_s())
+
+
+def token_logprobs(raw, top: int | None) -> tuple[TokenLogprob, ...]:
+    """A streamed choice's logprobs, in either shape an upstream sends: llama-server's
+    ({"content": [{"token", "logprob", "top_logprobs": [...]}]}) or OpenAI's legacy
+    completions shape ({"tokens", "token_logprobs", "top_logprobs": [{token: logprob}]}),
+    each token's alternatives cut to the `top` the request asked for."""
+    if top is None or not isinstance(raw, dict):
+        return ()
+    if isinstance(raw.get("content"), list):
+        return tuple(TokenLogprob(e["token"], float(e["logprob"]), tuple(
+            (a["token"], float(a["logprob"])) for a in (e.get("top_logprobs") or ())[:top]))
+            for e in raw["content"])
+    tops = raw.get("top_logprobs") or [None] * len(raw.get("tokens") or ())
+    return tuple(TokenLogprob(t, float(lp if lp is not None else float("-inf")), tuple(
+        sorted((alt or {}).items(), key=lambda kv: -kv[1])[:top]))
+        for t, lp, alt in zip(raw.get("tokens") or (), raw.get("token_logprobs") or (), tops))
 
 
 def _event_error(event: dict) -> Exception:

@@ -30,6 +30,8 @@ class RouteRequest:
     expected_output: int | None = None  # the predictor's guess; None: assume max_tokens
     block_hashes: tuple[int, ...] = ()
     block_tokens: int = BLOCK_TOKENS
+    # the pools that honour every request field it uses (serve/fields.py); None: any pool
+    pools: frozenset[str] | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -47,13 +49,16 @@ class RouteRequest:
 
     @property
     def constrained(self) -> bool:
-        """The request limits where it may go (a pinned precision or a floor)."""
-        return self.pinned_precision is not None or self.min_rank is not None
+        """The request limits where it may go (a pinned precision, a floor, or fields only
+        some pools honour)."""
+        return (self.pinned_precision is not None or self.min_rank is not None
+                or self.pools is not None)
 
-    def accepts(self, precision: str, quality_rank: int) -> bool:
-        """Whether a pool serving ``precision`` may take this request."""
+    def accepts(self, precision: str, quality_rank: int, pool: str | None = None) -> bool:
+        """Whether ``pool``, serving ``precision``, may take this request."""
         return ((self.pinned_precision is None or precision == self.pinned_precision)
-                and (self.min_rank is None or quality_rank >= self.min_rank))
+                and (self.min_rank is None or quality_rank >= self.min_rank)
+                and (self.pools is None or pool is None or pool in self.pools))
 
 
 @dataclass

@@ -72,7 +72,8 @@ def build_app(args: AppArgs):
                 request_routing_stats_period_s=ROUTING_STATS_PERIOD_S),
         ).bind(config)
         facts[dep] = PoolFacts(pool=n.node_type, precision=c.precision, node_plan=n,
-                               max_context=ctx, max_waiting=serving.max_waiting)
+                               max_context=ctx, max_waiting=serving.max_waiting,
+                               engine=runs.display, features=runs.honours())
     config = IngressConfig(
         model_name=args.public_name, pools=facts, policy=args.policy,
         slo_ttft_s=args.slo_ttft_s, slo_tpot_s=args.slo_tpot_s,

@@ -118,6 +118,8 @@ class PoolFacts:
     node_plan: NodePlan
     max_context: int
     max_waiting: int
+    engine: str = ""  # what runs there, in words (a backend, or the simulated engine)
+    features: frozenset[str] = frozenset()  # the request features it honours
 
 
 @dataclass(frozen=True)
@@ -147,8 +149,14 @@ class PoolRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None
+    json_schema: str | None = None
     prompt: str | None = None
     messages: list[dict] | None = None
+    tools: list[dict] | None = None  # rendered by the chat template
     pinned: bool = False  # held to one precision: counts as demand for that pool alone
     target_replica: str | None = None  # the ingress's choice; the pool router honours it
 
@@ -160,6 +168,7 @@ class TokenizeRequest:
     prompt: str | None = None
     messages: list[dict] | None = None
     target_replica: str | None = None  # the pool router honours it, as for PoolRequest
+    tools: list[dict] | None = None
 
 
 @dataclass(frozen=True)

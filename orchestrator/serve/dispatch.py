@@ -137,7 +137,7 @@ class Dispatcher:
     def configured(self, rr: RouteRequest) -> list[str]:
         """Pools of the deployment that could take this request when they have replicas."""
         return [dep for dep, f in self.pools.items()
-                if rr.accepts(f.precision, PRECISIONS[f.precision].rank)]
+                if rr.accepts(f.precision, PRECISIONS[f.precision].rank, dep)]
 
     def count_refused(self, rr: RouteRequest) -> None:
         """A refusal charged to the pool that would serve it best (the autoscaler spills it
@@ -213,6 +213,7 @@ class Dispatcher:
             if not views and tried:
                 break
             d = route(policy, rr, views, bounded=not (retry or tried))
+            self.m["routes"].labels(d.replica.pool if d.replica else "-", d.reason).inc()
             if d.outcome != OK:
                 raise self.route_error(d, rr)
             target, dep = d.replica, d.replica.pool
@@ -223,7 +224,7 @@ class Dispatcher:
             try:
                 first = await asyncio.wait_for(_next(stream), self.first_token_timeout_s)
             except asyncio.TimeoutError:
-                self._abandon(rid, stream)
+                self.abandon(rid, stream)
                 self.m["errors"].labels(dep, "first_token_timeout").inc()
                 log.warning("%s: no first token from %s in %.0f s", rid, target.id,
                             self.first_token_timeout_s)
@@ -231,7 +232,7 @@ class Dispatcher:
                                     f"(serving.first_token_timeout_s); request {rid}",
                                "server_error", None, "timeout") from None
             except BaseException as e:
-                self._abandon(rid, stream)
+                self.abandon(rid, stream)
                 bad = request_error(e)
                 if bad is not None:
                     self.m["errors"].labels(dep, "bad_request").inc()
@@ -254,7 +255,7 @@ class Dispatcher:
                             "retry shortly", "server_error", None, "replica_failed",
                        {"Retry-After": "1"})
 
-    def _abandon(self, rid: str, stream) -> None:
+    def abandon(self, rid: str, stream) -> None:
         self.ledger.finished(rid)
         try:
             stream.cancel()
@@ -266,6 +267,7 @@ class Dispatcher:
         """The first chunk, then the rest, each within the inter-token timeout; keeps the
         ledger and the metrics, and cancels the replica's work if the stream ends early."""
         last, done, status = s.first, s.first is None, "failed_mid_stream"
+        first_at = self.clock()  # TPOT's start: start() returns as the first token comes
         try:
             if s.first is not None:
                 yield s.first
@@ -297,10 +299,11 @@ class Dispatcher:
                 n = last.completion_tokens
                 if status == "ok":  # a stream cut short says nothing of its full length
                     self.predictor.observe(s.prompt_tokens, n)
-                self.m["tokens"].labels(s.dep, "prompt").inc(last.prompt_tokens)
+                self.m["prompt_tokens"].labels(s.dep).inc(last.prompt_tokens)
                 # what routing counted, beside the engine's count: they should agree
-                self.m["tokens"].labels(s.dep, "routed_prompt").inc(s.prompt_tokens)
-                self.m["tokens"].labels(s.dep, "completion").inc(n)
+                self.m["routed_prompt_tokens"].labels(s.dep).inc(s.prompt_tokens)
+                self.m["generation_tokens"].labels(s.dep).inc(n)
+                if status == "ok":
+                    self.m["e2e"].labels(s.dep).observe(self.clock() - s.t0)
                 if n > 1:
-                    self.m["tpot"].labels(s.dep).observe(
-                        (self.clock() - s.t0) / max(n - 1, 1))
+                    self.m["tpot"].labels(s.dep).observe((self.clock() - first_at) / (n - 1))

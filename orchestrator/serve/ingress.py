@@ -1,12 +1,15 @@
-"""The one OpenAI-compatible endpoint: parses and authorizes each request, counts its
-prompt with the model's tokenizer on a live replica (serve/tokens.py), picks its routing
-policy (serve/policy_header.py), hands it to the dispatcher (serve/dispatch.py: route,
-retry, timeouts, cancellation), and writes the answer in OpenAI's wire format
-(serve/openai_api.py); /health, /status and /metrics show every pool.
+"""The one OpenAI-compatible endpoint: parses and authorizes each request
+(serve/openai_api.py), keeps it to the pools that honour its fields (serve/fields.py),
+counts its prompts with the model's tokenizer on a live replica (serve/tokens.py), picks
+its routing policy (serve/policy_header.py), makes one job per choice and hands them to
+the dispatcher (serve/answer.py, serve/dispatch.py: route, retry, timeouts, cancellation),
+and writes the answer in OpenAI's wire format (serve/openai_out.py); /health, /status and
+/metrics show every pool.
 
 (No `from __future__ import annotations` here: FastAPI must see the real `Request` type
 on the methods Serve wraps.)"""
 
+import asyncio
 import json
 import logging
 import os
@@ -25,13 +28,16 @@ from orchestrator.defaults import POLICY_HEADER
 from orchestrator.serve.autoscaler import KV_NAMESPACE, decisions_key
 from orchestrator.models.precision import PRECISIONS
 from orchestrator.router.context import RouteRequest
-from orchestrator.serve import loads
+from orchestrator.engines.tools import forced_schema
+from orchestrator.serve import answer, fields, loads
 from orchestrator.serve import openai_api as oa
+from orchestrator.serve import openai_out as oa_out
 from orchestrator.serve.auth import allowed, bearer
 from orchestrator.serve.contract import IngressConfig, PoolRequest
 from orchestrator.serve.losses import Losses
-from orchestrator.serve.dispatch import Dispatcher, Started, StreamTimeout
-from orchestrator.serve.metrics import make_metrics
+from orchestrator.serve.dispatch import Dispatcher
+from orchestrator.serve.metrics import (CountResponses, make_metrics, set_autoscaling,
+                                        set_pool_gauges)
 from orchestrator.serve.openai_api import ApiError
 from orchestrator.serve.policy_header import PolicyChoice
 from orchestrator.serve.pool_router import registry
@@ -43,6 +49,7 @@ LOADS_TTL_S = 1.0  # /health and /status read the load records at most this ofte
 # No /docs or /redoc: their pages load scripts from the internet. /openapi.json stays.
 app = FastAPI(title="orchestrator", description="One OpenAI-compatible endpoint over "
               "pools of unequal GPU machines.", docs_url=None, redoc_url=None)
+app.add_middleware(CountResponses)  # orchestrator_http_requests_total{code}
 
 
 @app.exception_handler(ApiError)
@@ -78,10 +85,9 @@ def _alive_nodes() -> Optional[set[str]]:
         return None
 
 
-def _usage(last) -> dict:
-    p = last.prompt_tokens if last else 0
-    c = last.completion_tokens if last else 0
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+def _seed(seed: Optional[int], j: int) -> Optional[int]:
+    """Choice j's seed: seed + j, kept a signed 64-bit value (each choice differs)."""
+    return None if seed is None else (seed + j + 2**63) % 2**64 - 2**63
 
 
 # Everything the class uses must be defined above it: serve.ingress serializes the class
@@ -99,7 +105,7 @@ class Ingress:
         self.handles = {dep: h.options(stream=True) for dep, h in pools.items()}
         self.calls = {dep: h.options(stream=False) for dep, h in pools.items()}  # tokenize
         self.registry = CollectorRegistry()
-        self.m = make_metrics(self.registry)
+        self.m = make_metrics(self.registry, {d: f.precision for d, f in self.pools.items()})
         self.choice = PolicyChoice(config.policy, config.policy_header)
         self.d = Dispatcher(
             pools=self.pools, send=self._send, listing=registry, metrics=self.m,
@@ -213,11 +219,8 @@ class Ingress:
     @app.get("/metrics")
     async def metrics(self, request: Request):
         self._authorize(request, "/metrics")
-        views = self.d.views()
-        for dep in self.pools:
-            mine = [v for v in views if v.pool == dep]
-            self.m["queue"].labels(dep).set(sum(v.waiting for v in mine))
-            self.m["running"].labels(dep).set(sum(v.running for v in mine))
+        set_pool_gauges(self.m, self.pools, self.d.views(), registry())
+        set_autoscaling(self.m, _autoscaling_decisions())
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
@@ -279,6 +282,9 @@ class Ingress:
             raise ApiError(400, "the body is not valid JSON", "invalid_request_error") from None
         if not isinstance(raw, dict):
             raise ApiError(400, "the body must be a JSON object", "invalid_request_error")
+        if (where := oa.not_unicode(raw)) is not None:
+            raise ApiError(400, f"{where}: not valid Unicode text (a lone surrogate)",
+                           "invalid_request_error", where)
         try:
             return (oa.ChatRequest if chat else oa.CompletionRequest).model_validate(raw)
         except ValidationError as e:
@@ -292,79 +298,53 @@ class Ingress:
         pin = self._model(body.model)
         floor = self._floor(request)
         policy = self.choice.of(request.headers.get(POLICY_HEADER))
-        max_tokens = body.output_limit(self.default_max_tokens)
-        messages = [m.model_dump() for m in body.messages] if chat else None
-        prompt = None if chat else body.prompt
-        counted = await self.counter.count(self.d.views(), prompt, messages)
-        rr = RouteRequest(counted.tokens, max_tokens, pinned_precision=pin, min_rank=floor,
-                          slo_ttft_s=self.config.slo_ttft_s,
-                          slo_tpot_s=self.config.slo_tpot_s,
-                          block_hashes=counted.block_hashes,
-                          block_tokens=self.config.block_tokens)
-        rid = oa.new_id(chat)
-        req = PoolRequest(
-            request_id=rid, max_tokens=max_tokens, temperature=body.temperature,
-            top_p=body.top_p, stop=tuple(body.stop or ()), seed=body.seed, prompt=prompt,
-            pinned=rr.constrained, messages=messages)
+        pools = fields.eligible(self.pools, fields.needed(body), pin, floor)
+        tools = ([t.model_dump() for t in body.tools] if chat and body.calls_tools()
+                 else None)
+        shape = answer.Shape(chat, oa_out.new_id(chat), body.model, tools,
+                             bool(body.stream_options and body.stream_options.include_usage))
+        jobs = await self._jobs(body, chat, shape, pin, floor, pools)
         if body.stream:
-            s = await self.d.start(rr, req, policy=policy)
-            usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(self._sse(chat, body.model, s, usage),
+            started = await answer.start(self.d, jobs, policy)
+            return StreamingResponse(answer.stream(self.d, jobs, started, shape),
                                      media_type="text/event-stream",
-                                     headers=self._headers(s.dep))
-        # Nothing has reached a non-streaming client until the answer is complete, so a
-        # replica lost mid-answer is retried from the start on another one.
-        failures = 0
-        for attempt in range(self.d.retries + 1):
-            s = await self.d.start(rr, req, retry=attempt > 0, policy=policy)
-            try:
-                answer = await self._collect(chat, body.model, s)
-                return JSONResponse(answer, headers=self._headers(s.dep))
-            except StreamTimeout:
-                raise ApiError(504, f"the engine stopped sending tokens for "
-                                    f"{self.d.inter_token_timeout_s:g} s (serving."
-                                    f"inter_token_timeout_s); request {rid}", "server_error",
-                               None, "timeout") from None
-            except Exception as e:
-                log.error("%s failed mid-answer on %s: %r", rid, s.replica, e)
-                self.m["errors"].labels(s.dep, "replica_failed_mid_answer").inc()
-                self.d.pass_over(s.replica)
-                failures += 1
-        raise ApiError(503, f"request {rid} failed on {failures} replicas; retry shortly",
-                       "server_error", None, "replica_failed", {"Retry-After": "1"})
+                                     headers=self._headers(started[0].dep))
+        whole, dep = await answer.collect(self.d, jobs, policy, shape)
+        return JSONResponse(whole, headers=self._headers(dep))
+
+    async def _jobs(self, body, chat: bool, shape, pin, floor, pools) -> list:
+        """One job per choice: `n` for each prompt, each prompt counted by the model's
+        tokenizer for routing, each choice j > 0 seeded seed + j where a seed was sent."""
+        max_tokens = body.output_limit(self.default_max_tokens)
+        messages = [m.for_template() for m in body.messages] if chat else None
+        prompts = [None] if chat else body.prompt
+        schema = body.schema_text()
+        if shape.tools and (forced := forced_schema(shape.tools, body.tool_choice)):
+            schema = json.dumps(forced, sort_keys=True)
+        views = self.d.views()
+        counted = await asyncio.gather(*(self.counter.count(views, p, messages, shape.tools)
+                                         for p in prompts))
+        bias = tuple((int(k), v) for k, v in (body.logit_bias or {}).items())
+        jobs, many = [], len(prompts) * body.n > 1
+        for i, (prompt, c) in enumerate(zip(prompts, counted)):
+            rr = RouteRequest(c.tokens, max_tokens, pinned_precision=pin, min_rank=floor,
+                              slo_ttft_s=self.config.slo_ttft_s,
+                              slo_tpot_s=self.config.slo_tpot_s, block_hashes=c.block_hashes,
+                              block_tokens=self.config.block_tokens, pools=pools)
+            for j in range(body.n):
+                index = i * body.n + j
+                req = PoolRequest(
+                    request_id=f"{shape.rid}-{index}" if many else shape.rid,
+                    max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+                    stop=tuple(body.stop or ()), seed=_seed(body.seed, j), prompt=prompt,
+                    presence_penalty=body.presence_penalty,
+                    frequency_penalty=body.frequency_penalty, logit_bias=bias,
+                    logprobs=body.logprob_count(), json_schema=schema,
+                    pinned=rr.constrained, messages=messages, tools=shape.tools)
+                echo = prompt if not chat and body.echo else ""
+                jobs.append(answer.Job(index, i, rr, req, echo))
+        return jobs
 
     def _headers(self, dep: str) -> dict:
         return {"x-orchestrator-pool": dep,
                 "x-orchestrator-precision": self.pools[dep].precision}
-
-    async def _collect(self, chat: bool, model: str, s: Started) -> dict:
-        text, last = [], None
-        async for c in self.d.chunks(s):
-            text.append(c.text)
-            last = c
-        finish = (last.finish_reason if last else None) or "stop"
-        return oa.full_response(chat, s.request_id, model, "".join(text), finish,
-                                _usage(last))
-
-    async def _sse(self, chat: bool, model: str, s: Started, include_usage: bool):
-        rid, last, opened = s.request_id, None, False
-        try:
-            async for c in self.d.chunks(s):
-                last = c
-                if c.text or not opened:
-                    yield oa.sse(oa.chunk(chat, rid, model, c.text, None, first=not opened))
-                    opened = True
-            yield oa.sse(oa.chunk(chat, rid, model, None,
-                                  (last.finish_reason if last else None) or "stop"))
-            if include_usage:  # as OpenAI: only when stream_options.include_usage is true
-                yield oa.sse(oa.usage_chunk(chat, rid, model, _usage(last)))
-        except StreamTimeout:
-            yield oa.sse(oa.error_body(
-                f"the engine stopped sending tokens for {self.d.inter_token_timeout_s:g} s; "
-                f"request {rid}", "server_error", code="timeout"))
-        except Exception as e:  # after the first token: an error event, never a hang
-            log.error("%s failed mid-stream on %s: %r", rid, s.replica, e)
-            self.m["errors"].labels(s.dep, "failed_mid_stream").inc()
-            yield oa.sse(oa.error_body(f"the replica failed mid-stream; request {rid}",
-                                       "server_error", code="replica_failed"))
-        yield oa.sse("[DONE]")

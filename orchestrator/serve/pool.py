@@ -151,14 +151,17 @@ class Pool:
 
     def _prepare(self, req: PoolRequest) -> GenerateRequest:
         chat = req.prompt is None
-        prompt = self.engine.render_chat(req.messages) if chat else req.prompt
+        prompt = self.engine.render_chat(req.messages, req.tools) if chat else req.prompt
         n_prompt = self.engine.count_tokens(prompt, rendered_chat=chat)
         if n_prompt + req.max_tokens > self.max_context:
             raise context_too_long(n_prompt, req.max_tokens, self.max_context)
         return GenerateRequest(
             request_id=req.request_id, prompt=prompt, max_tokens=req.max_tokens,
             temperature=req.temperature, top_p=req.top_p, stop=tuple(req.stop),
-            seed=req.seed, prompt_tokens=n_prompt, rendered_chat=chat)
+            seed=req.seed, presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty, logit_bias=req.logit_bias,
+            logprobs=req.logprobs, json_schema=req.json_schema, prompt_tokens=n_prompt,
+            rendered_chat=chat)
 
     async def generate(self, req: PoolRequest) -> AsyncIterator[Chunk]:
         """Stream the engine's chunks; every one carries the token counts so far."""
@@ -185,7 +188,7 @@ class Pool:
         template first): the ingress routes on their count and their block hashes. A
         template that refuses the messages raises the same RequestError generation would."""
         chat = req.prompt is None
-        prompt = self.engine.render_chat(req.messages) if chat else req.prompt
+        prompt = self.engine.render_chat(req.messages, req.tools) if chat else req.prompt
         return self.engine.tokenize(prompt, rendered_chat=chat)
 
     async def record_routing_stats(self) -> dict:

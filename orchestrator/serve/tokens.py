@@ -69,12 +69,12 @@ class PromptCounter:
         return min(same, key=lambda v: (v.outstanding, v.id))
 
     async def count(self, views: list[ReplicaView], prompt: str | None,
-                    messages: list[dict] | None) -> Counted:
+                    messages: list[dict] | None, tools: list[dict] | None = None) -> Counted:
         target = self.target(views)
         if target is None:
             return self._fallback("no_replica", prompt, messages)
         t0 = self.clock()
-        response = self.call(target.pool, TokenizeRequest(prompt, messages, target.id))
+        response = self.call(target.pool, TokenizeRequest(prompt, messages, target.id, tools))
         try:
             ids = await asyncio.wait_for(_awaited(response), self.timeout_s)
         except asyncio.TimeoutError:

@@ -225,3 +225,84 @@ def test_vllm_missing_extra_named_at_start():
     eng = serving_backend("vllm").make_engine(model="/nonexistent")
     with pytest.raises(MissingExtraError, match=r"orchestrator\[vllm\]"):
         asyncio.run(eng.start())
+
+
+def request_fields(model_path):
+    """Every request feature sent to the real engine (tests/engine_fields.py)."""
+    from tests.engine_fields import exercise
+
+    return asyncio.run(exercise(_engine(model_path)))
+
+
+def test_the_request_features_it_honours_take_effect(demo_model_path):
+    from tests.engine_fields import check
+
+    seen = run_isolated(request_fields, demo_model_path)
+    check(seen, set(serving_backend("llamacpp").honours()))
+    assert seen["logprobs"]["items"] == []  # not honoured: the ingress never sends it here
+
+
+def bad_constraints(model_path):
+    """What the request sends that llama.cpp cannot take: each a RequestError naming it,
+    and the engine still serves (a NULL grammar sampler would crash it)."""
+    from llama_cpp import LlamaGrammar
+
+    from orchestrator.engines.base import RequestError
+
+    eng = _engine(model_path)
+    out = []
+    for call in (lambda: eng.check_grammar(LlamaGrammar.from_string("root ::= (")),
+                 lambda: _collect(eng, GenerateRequest("v", prompt="Hi", max_tokens=2,
+                                                       logit_bias=((10**7, 1.0),)))):
+        try:
+            call()
+            out.append(None)
+        except RequestError as e:
+            out.append(e.param)
+    out.append(_collect(eng, GenerateRequest("w", prompt="Hi", max_tokens=2))[-1]
+               .completion_tokens)
+    return out
+
+
+def test_a_grammar_or_token_llama_cpp_refuses_is_the_requests_fault(demo_model_path):
+    assert run_isolated(bad_constraints, demo_model_path) == [
+        "response_format", "logit_bias", 2]
+
+
+# A chat template that renders tools, as Llama 3.1's does (a JSON list in the system turn);
+# the demo's Gemma 3 270M template takes none.
+TOOLS_TEMPLATE = (
+    "{% if tools %}<start_of_turn>system\nYou may call one of these functions, answering "
+    "{\"name\": ..., \"arguments\": ...}:\n{{ tools | tojson }}<end_of_turn>\n{% endif %}"
+    "{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n"
+    "{% endfor %}<start_of_turn>model\n")
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+    "required": ["city"]}}}
+
+
+def forced_tool_call(model_path):
+    """A required tool call on the real engine: the template shows the tools, the answer
+    is held to the call's schema and reads back as a call."""
+    import json
+
+    from orchestrator.engines.tools import forced_schema, parse_call
+
+    eng = serving_backend("llamacpp").make_engine(model_path=model_path, n_ctx=1024,
+                                                  n_threads=1, chat_template=TOOLS_TEMPLATE)
+    asyncio.run(eng.start())
+    msgs = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    prompt = eng.render_chat(msgs, [WEATHER])
+    out = _collect(eng, GenerateRequest(
+        "t", prompt=prompt, rendered_chat=True, max_tokens=60, temperature=0,
+        json_schema=json.dumps(forced_schema([WEATHER], "required"))))
+    return prompt, parse_call("".join(c.text for c in out), [WEATHER])
+
+
+def test_a_required_tool_call_comes_back_as_a_call(demo_model_path):
+    import json
+
+    prompt, call = run_isolated(forced_tool_call, demo_model_path)
+    assert '"name": "get_weather"' in prompt  # the model saw the tool
+    assert call is not None and call["function"]["name"] == "get_weather"
+    assert isinstance(json.loads(call["function"]["arguments"])["city"], str)

@@ -157,3 +157,20 @@ def test_stop_kills_the_server_process(server_binary, demo_model_path):
     pid = asyncio.run(go())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_the_request_features_it_honours_take_effect(server_binary, demo_model_path):
+    from tests.engine_fields import check, exercise
+
+    async def go():
+        eng = _engine(server_binary, demo_model_path, slots=1)
+        await eng.start()
+        try:
+            return await exercise(eng)
+        finally:
+            await eng.stop()
+            eng.terminate()
+
+    honours = set(serving_backend("llamaserver").honours())
+    assert {"logprobs", "json_schema", "logit_bias", "penalties"} <= honours
+    check(asyncio.run(go()), honours)

@@ -94,18 +94,24 @@ def test_openai_client_with_and_without_the_key(endpoint):
 # -- body size -----------------------------------------------------------------------------
 
 def test_a_field_no_pool_honours_is_refused_naming_it(endpoint):
-    """A field that would change the answer is a 400 naming it, not an answer that ignored
-    it; fields without effect pass (also run on the real llama.cpp pools)."""
+    """A field that would change the answer and that no pool here honours is a 400 naming
+    it, not an answer that ignored it; fields the ingress honours for every pool work;
+    fields without effect pass (also run on the real llama.cpp pools)."""
     import openai
 
     c = openai.OpenAI(base_url=f"{endpoint}/v1", api_key=KEY, max_retries=0)
     msgs = [{"role": "user", "content": "hi"}]
-    with pytest.raises(openai.BadRequestError) as e:
-        c.chat.completions.create(model=MODEL, max_tokens=2, logprobs=True, messages=msgs)
-    assert e.value.body["param"] == "logprobs"
-    with pytest.raises(openai.BadRequestError) as e:
-        c.completions.create(model=MODEL, max_tokens=2, prompt="hi", echo=True)
-    assert e.value.body["param"] == "echo"
+    try:  # the simulated engine honours no logprobs; llama-server's pools do
+        r = c.chat.completions.create(model=MODEL, max_tokens=2, logprobs=True, messages=msgs)
+        assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens
+    except openai.BadRequestError as e:
+        assert (e.body["param"], e.body["code"]) == ("logprobs", "unsupported_field")
+    with pytest.raises(openai.BadRequestError) as e:  # no pool here renders tools
+        c.chat.completions.create(model=MODEL, max_tokens=2, messages=msgs, tools=[
+            {"type": "function", "function": {"name": "f"}}])
+    assert e.value.body["param"] == "tools"
+    r = c.completions.create(model=MODEL, max_tokens=2, prompt="hi", echo=True, n=2)
+    assert [ch.text[:2] for ch in r.choices] == ["hi", "hi"]
     r = c.chat.completions.create(model=MODEL, max_tokens=2, user="u-1", store=False,
                                   messages=msgs)
     assert r.choices[0].finish_reason in ("length", "stop")

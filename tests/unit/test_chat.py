@@ -54,3 +54,22 @@ def test_a_template_bug_is_named_by_type_only():
 ])
 def test_exactly_one_bos(text, chat_, ids):
     assert chat.encode_once(WordTokenizer(), text, chat_) == ids
+
+
+def test_tools_reach_a_template_that_reads_them_and_are_refused_by_one_that_does_not():
+    import pytest
+
+    from orchestrator.engines import chat
+    from orchestrator.engines.base import RequestError
+
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    msgs = [{"role": "user", "content": "hi"}]
+    takes = "{% if tools %}{{ tools | tojson }}{% endif %}{% for m in messages %}{{ m.content }}" \
+            "{% endfor %}"
+    out = chat.render_or_refuse(takes, msgs, tools=[tool])
+    assert '"name": "get_weather"' in out and out.endswith("hi")  # no HTML escaping
+    assert chat.render_or_refuse(takes, msgs) == "hi"
+    with pytest.raises(RequestError) as e:
+        chat.render_or_refuse("{% for m in messages %}{{ m.content }}{% endfor %}", msgs,
+                              tools=[tool])
+    assert (e.value.param, e.value.code) == ("tools", "tools_unsupported")

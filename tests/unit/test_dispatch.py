@@ -60,7 +60,8 @@ class Harness:
         self.scripts = scripts or {}  # replica id -> list of scripts, one per request
         self.sent: list[tuple[str, FakeStream]] = []
         self.d = Dispatcher(pools=POOLS, policy=policies.make("slo_aware"), send=self.send,
-                            listing=self.listing, metrics=make_metrics(CollectorRegistry()),
+                            listing=self.listing, metrics=make_metrics(
+                                CollectorRegistry(), {d: f.precision for d, f in POOLS.items()}),
                             **kw)
 
     def listing(self):
@@ -323,7 +324,27 @@ def test_what_routing_counted_is_metered_beside_the_engines_count():
         await drain(h.d, await h.d.start(rr(prompt=5), req()))
 
     asyncio.run(go())
-    tokens = h.d.m["tokens"]
     dep = next(d for d, ids in h.replicas.items() if h.sent[0][0] in ids)
-    assert tokens.labels(dep, "routed_prompt")._value.get() == 5
-    assert tokens.labels(dep, "prompt")._value.get() == 5  # chunk()'s prompt count
+    assert h.d.m["routed_prompt_tokens"].labels(dep)._value.get() == 5
+    assert h.d.m["prompt_tokens"].labels(dep)._value.get() == 5  # chunk()'s prompt count
+
+
+def test_routing_decisions_and_latencies_are_metered_per_pool_and_precision():
+    # a100 (F16) answers its first token after 0.2 s, then a token every 0.01 s
+    slow_first = [(0.2, chunk(1)), (0.01, chunk(2)), (0.01, chunk(3, "length"))]
+    h = Harness(scripts={"a1": [slow_first]})
+
+    async def go():
+        await drain(h.d, await h.d.start(rr(pin="f16", max_tokens=3), req()))
+        await drain(h.d, await h.d.start(rr(pin="awq_int4"), req("r2")))
+
+    asyncio.run(go())
+    m = h.d.m
+    assert m["routes"].labels(F16, "pinned")._value.get() == 1
+    assert m["routes"].labels(INT4, "pinned")._value.get() == 1
+    # every series says the deployment's precision beside it
+    assert m["routes"].metric.labels(F16, "f16", "pinned")._value.get() == 1
+    tpot = m["tpot"].labels(F16)._sum.get()
+    assert 0.005 < tpot < 0.1  # the two tokens after the first, not the first's 0.2 s wait
+    assert m["e2e"].labels(F16)._sum.get() >= 0.2
+    assert m["requests"].labels(F16, "ok")._value.get() == 1

@@ -211,3 +211,32 @@ def test_cancel_and_a_leaving_client_abort_the_request(trt, tmp_path):
         assert FakeLLM.made[-1].results[-1].aborted
 
     asyncio.run(go())
+
+
+def test_request_features_map_to_its_sampling_params(trt, monkeypatch, tmp_path):
+    """Penalties, logprobs and a JSON schema (guided decoding, which LLM(...) is started
+    with xgrammar for); logprobs read back from its per-token {id: Logprob(logprob, rank)}."""
+    from orchestrator.backends.trtllm import new_logprobs
+
+    trt(engine=False)
+    sp = types.ModuleType("tensorrt_llm.sampling_params")
+    sp.GuidedDecodingParams = Recorder
+    monkeypatch.setitem(sys.modules, "tensorrt_llm.sampling_params", sp)
+    schema = {"type": "object"}
+    kw = sampling_kwargs(GenerateRequest("a", presence_penalty=0.5, frequency_penalty=-1.0,
+                                         logprobs=2, json_schema=json.dumps(schema)))
+    assert (kw["presence_penalty"], kw["frequency_penalty"], kw["logprobs"]) == (0.5, -1.0, 2)
+    assert kw["guided_decoding"].kwargs == {"json": schema}
+    assert "guided_decoding" not in sampling_kwargs(GenerateRequest("b"))
+    (tmp_path / PYTORCH_RECORD).write_text(json.dumps({
+        "checkpoint": "/ckpt", "tensor_parallel_size": 1, "max_batch_size": 4,
+        "max_num_tokens": 8192, "max_seq_len": 4096}))
+    asyncio.run(TrtllmEngine(str(tmp_path)).start())
+    assert FakeLLM.made[-1].kwargs["guided_decoding_backend"] == "xgrammar"
+    lp = types.SimpleNamespace
+    out = lp(token_ids=[7, 9], logprobs=[
+        {7: lp(logprob=-0.1, rank=1), 8: lp(logprob=-2.0, rank=2), 5: lp(logprob=-3.0, rank=3)},
+        {9: lp(logprob=-1.5, rank=2), 4: lp(logprob=-0.5, rank=1)}])
+    items = new_logprobs(out, 1, 1, decode=lambda t: f"<{t}>")
+    assert [(t.token, t.logprob, t.top) for t in items] == [("<9>", -1.5, (("<4>", -0.5),))]
+    assert new_logprobs(out, 0, None, decode=str) == ()

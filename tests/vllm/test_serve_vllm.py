@@ -157,12 +157,13 @@ def test_vllm_aborts_a_request_whose_client_left(endpoint):
 def test_vllm_engine_counts_are_its_schedulers(endpoint):
     """The engine's running and waiting counts are vLLM's scheduler's own (read through a
     stat logger), which the router and the autoscaler see: three streams in flight read
-    as three running once vLLM has stepped them. A second engine on the pool's artifact,
-    in this process."""
+    as three running once vLLM has stepped them. Then each request feature, sent to it. A
+    second engine on the pool's artifact, in this process."""
     import asyncio
 
     from orchestrator.backends import get_backend, serving_backend
     from orchestrator.engines.base import GenerateRequest
+    from tests.engine_fields import check, exercise
 
     spec = load_cluster_spec(CLUSTERS / "local-vllm.yaml")
     (n,) = [n for n in plan_cluster(spec).pools() if n.choice.backend == "vllm"]
@@ -184,7 +185,31 @@ def test_vllm_engine_counts_are_its_schedulers(endpoint):
             for g in gens:
                 await g.aclose()
             assert eng.counts() == (0, 0)
+            return await exercise(eng)
         finally:
             await eng.stop()
 
-    asyncio.run(go())
+    # and every request feature vLLM honours, sent to it (tests/engine_fields.py)
+    honours = serving_backend("vllm").honours()
+    assert {"logprobs", "json_schema", "logit_bias", "penalties"} <= honours
+    check(asyncio.run(go()), set(honours))
+
+
+def test_a_field_only_vllm_honours_routes_there_or_names_who_can(endpoint):
+    """logprobs: the vLLM pool honours them, the llama-cpp-python pool does not, so the
+    request goes to vLLM; pinned to the other pool's precision it is a 400 naming vLLM's."""
+    import openai
+
+    c, _ = endpoint
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    raw = c.chat.completions.with_raw_response.create(
+        model=MODEL, messages=msgs, max_tokens=4, temperature=0, logprobs=True,
+        top_logprobs=2)
+    assert raw.headers["x-orchestrator-precision"] == "bf16"
+    r = raw.parse()
+    assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model=f"{MODEL}:q4_k_m", messages=msgs, max_tokens=4,
+                                  logprobs=True)
+    err = e.value.body
+    assert err["param"] == "logprobs" and "bf16 on vLLM" in err["message"]
