@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from orchestrator.engines.base import GenerateRequest
+from orchestrator.engines.tools import forced_schema, parse_call
 
 PROMPT = "The capital of France is"
 REPEAT = "1, 1, 1, 1, 1, 1, 1, 1,"
@@ -16,6 +17,9 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength
                                            "country": {"enum": ["France", "Spain", "Italy"]},
                                            "capital": {"type": "boolean"}},
           "required": ["city", "country", "capital"], "additionalProperties": False}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+    "required": ["city"], "additionalProperties": False}}}
 
 
 async def _run(engine, rid, **kw):
@@ -41,6 +45,11 @@ async def exercise(engine, rendered_prefix: str = "") -> dict:
     text, _ = await _run(engine, "json", prompt="A city as JSON:", max_tokens=80,
                          json_schema=json.dumps(SCHEMA))
     seen["json_schema"] = text
+    # tools: a required call, held to its schema (engines/tools.py), reads back as a call
+    call_schema = json.dumps(forced_schema([WEATHER], "required"))
+    text, _ = await _run(engine, "tool", prompt="Call a function for the weather in Oslo:",
+                         max_tokens=60, json_schema=call_schema)
+    seen["tools"] = parse_call(text, [WEATHER])
     _, chunks = await _run(engine, "lp", prompt=PROMPT, max_tokens=6, logprobs=2)
     probs = [p for c in chunks for p in c.logprobs]
     seen["logprobs"] = {"items": probs, "tokens": chunks[-1].completion_tokens}
@@ -59,6 +68,9 @@ def check(seen: dict, honours: set[str]) -> None:
         assert p["penalised"] != p["plain"], p
     if "json_schema" in honours:
         jsonschema.validate(json.loads(seen["json_schema"]), SCHEMA)
+    if "tools" in honours:
+        call = seen["tools"]
+        assert call is not None and call["function"]["name"] == "get_weather", call
     if "logprobs" in honours:
         lp = seen["logprobs"]
         assert len(lp["items"]) == lp["tokens"] > 0, lp

@@ -30,6 +30,14 @@ from orchestrator.models.precision import PRECISIONS, get_precision
 log = logging.getLogger("ray.serve")
 _DONE = object()
 SEED_MASK = 0xFFFFFFFF  # llama.cpp's sampler seed is 32-bit; the API accepts 64-bit seeds
+
+
+def llama_seed(seed: int) -> int:
+    """A 64-bit API seed as llama.cpp's 32-bit one. Its all-ones value is
+    LLAMA_DEFAULT_SEED, which llama.cpp reads as "pick a random seed": folded onto its
+    neighbour so every seed stays deterministic."""
+    s = seed & SEED_MASK
+    return s - 1 if s == SEED_MASK else s
 # llama.cpp allocates its whole context when it loads; cap what one replica reserves.
 MAX_CONTEXT = 8192
 MODEL_FILE = "model.gguf"  # the artifact: one GGUF file
@@ -260,7 +268,7 @@ class LlamaCppEngine(Engine):
                 self.progress.mark()
 
             try:
-                seed = None if req.seed is None else req.seed & SEED_MASK
+                seed = None if req.seed is None else llama_seed(req.seed)
                 stream = self.llm.create_completion(
                     prompt, max_tokens=req.max_tokens, temperature=req.temperature,
                     top_p=req.top_p, stop=list(req.stop) or None, seed=seed, stream=True,

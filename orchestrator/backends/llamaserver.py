@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from orchestrator.backends import llama_server_bin as binsrc
-from orchestrator.backends.llamacpp import MAX_CONTEXT, MODEL_FILE, SEED_MASK, LlamaCpp
+from orchestrator.backends.llamacpp import MAX_CONTEXT, MODEL_FILE, LlamaCpp, llama_seed
 from orchestrator.engines.base import EngineStats
 from orchestrator.engines.features import LOGPROBS
 from orchestrator.engines.supervised import SupervisedUpstream
@@ -142,7 +142,7 @@ class LlamaServerEngine(SupervisedUpstream):
     def body(self, req, prompt):
         body = super().body(req, prompt)
         if "seed" in body:  # llama.cpp's sampler seed is 32-bit; the API's may be 64-bit
-            body["seed"] = body["seed"] & SEED_MASK
+            body["seed"] = llama_seed(body["seed"])
         if req.json_schema is not None:  # the server turns it into a grammar itself
             body["json_schema"] = json.loads(req.json_schema)
         return body

@@ -102,7 +102,12 @@ def new_logprobs(out, seen: int, top: int | None, decode) -> tuple[TokenLogprob,
     for tid, step in zip(out.token_ids[seen:], out.logprobs[seen:]):
         best = sorted(((t, lp) for t, lp in step.items()
                        if lp.rank is not None and lp.rank <= top), key=lambda x: x[1].rank)
-        items.append(TokenLogprob(decode(tid), float(step[tid].logprob),
+        # Some releases return the top `top` alone, without the sampled token: it ranked
+        # below every one of them, so the least of theirs bounds its logprob from above.
+        chosen = step.get(tid) or min(step.values(), key=lambda lp: lp.logprob, default=None)
+        if chosen is None:  # nothing reported for this token at all
+            continue
+        items.append(TokenLogprob(decode(tid), float(chosen.logprob),
                                   tuple((decode(t), float(lp.logprob)) for t, lp in best)))
     return tuple(items)
 

@@ -268,8 +268,10 @@ async def refusals(stream, req: GenerateRequest):
     except ValueError as e:
         if started:
             raise
-        param = ("response_format" if req.json_schema else
-                 "logit_bias" if req.logit_bias else None)
+        # the field it names, where only one of the fields it checks was sent
+        sent = [f for f, on in (("response_format", req.json_schema),
+                                ("logit_bias", req.logit_bias)) if on]
+        param = sent[0] if len(sent) == 1 else None
         raise RequestError(f"vLLM refused the request: {str(e)[:300]}", param) from None
 
 

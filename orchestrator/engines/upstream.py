@@ -258,8 +258,10 @@ class UpstreamEngine(Engine):
         if final is None:
             raise EngineFault("upstream stream ended without a finish reason")
         # usage counts a token whose text was empty (part of a UTF-8 character) too
+        # (servers that send the last token with the finish send its logprobs there too)
         yield Chunk(final[0], int((usage or {}).get("completion_tokens", n)),
-                    int((usage or {}).get("prompt_tokens", live.prompt_tokens)), final[1])
+                    int((usage or {}).get("prompt_tokens", live.prompt_tokens)), final[1],
+                    logprobs=final[2])
 
     async def cancel(self, request_id: str) -> None:
         live = self.live.get(request_id)
@@ -293,9 +295,11 @@ def token_logprobs(raw, top: int | None) -> tuple[TokenLogprob, ...]:
             (a["token"], float(a["logprob"])) for a in (e.get("top_logprobs") or ())[:top]))
             for e in raw["content"])
     tops = raw.get("top_logprobs") or [None] * len(raw.get("tokens") or ())
-    return tuple(TokenLogprob(t, float(lp if lp is not None else float("-inf")), tuple(
+    # a None logprob (an echoed prompt's first token) has no number JSON can carry: left out
+    return tuple(TokenLogprob(t, float(lp), tuple(
         sorted((alt or {}).items(), key=lambda kv: -kv[1])[:top]))
-        for t, lp, alt in zip(raw.get("tokens") or (), raw.get("token_logprobs") or (), tops))
+        for t, lp, alt in zip(raw.get("tokens") or (), raw.get("token_logprobs") or (), tops)
+        if lp is not None)
 
 
 def _event_error(event: dict) -> Exception:

@@ -122,22 +122,45 @@ async def start(d: Dispatcher, jobs: list[Job], policy) -> list[Started]:
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(d.start(j.rr, j.req, policy=policy)) for j in jobs]
-    except BaseExceptionGroup as g:
+    except BaseException as e:  # a choice refused, or the client gone (cancelled)
         for t in tasks:  # the choices that had started: stopped on their replicas
             if t.done() and not t.cancelled() and t.exception() is None:
                 s = t.result()
                 d.abandon(s.request_id, s.stream)
-        raise _first(g) from None
+        if isinstance(e, BaseExceptionGroup):
+            raise _first(e) from None
+        raise
     return [t.result() for t in tasks]
 
 
+class Streamed:
+    """The SSE body. It owns the started choices until its stream takes them: a client
+    that leaves before the body is read (Starlette cancelled while sending the headers)
+    never starts the generator, whose `finally` would stop them, so they are stopped when
+    this body is dropped."""
+
+    def __init__(self, d: Dispatcher, jobs: list[Job], started: list[Started], shape: Shape):
+        self.d, self.jobs, self.started, self.shape = d, jobs, started, shape
+        self.taken = False
+
+    def __aiter__(self):
+        return stream(self.d, self.jobs, self.started, self.shape, owner=self)
+
+    def __del__(self):
+        if not self.taken:
+            for s in self.started:
+                self.d.abandon(s.request_id, s.stream)
+
+
 async def stream(d: Dispatcher, jobs: list[Job], started: list[Started],
-                 shape: Shape) -> AsyncIterator[str]:
+                 shape: Shape, owner: Streamed | None = None) -> AsyncIterator[str]:
     """Server-sent events: every choice's chunks as they come, each choice's last with its
     finish reason, the usage where asked, then [DONE]. A choice that fails after its first
     token ends the stream with an error event, never a hang; the others are cancelled on
     their replicas. With tools, a choice's text is held until it ends, when it is known to
     be a call or text."""
+    if owner is not None:
+        owner.taken = True  # from here the `finally` below stops every choice
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(job: Job, s: Started):

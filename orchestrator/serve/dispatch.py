@@ -57,6 +57,7 @@ class Started:
     replica: str
     t0: float
     prompt_tokens: int = 0  # what routing counted (the predictor's bucket)
+    first_at: float = 0.0  # when the first chunk came: TPOT's start
 
 
 def request_error(e: BaseException) -> RequestError | None:
@@ -249,7 +250,8 @@ class Dispatcher:
             if first is not None:
                 self.ledger.token(rid)
             self.m["ttft"].labels(dep).observe(self.clock() - t0)
-            return Started(rid, stream, first, dep, target.id, t0, rr.prompt_tokens)
+            return Started(rid, stream, first, dep, target.id, t0, rr.prompt_tokens,
+                           self.clock())
         self.m["errors"].labels("-", "no_replica").inc()
         raise ApiError(503, f"no replica could serve request {rid} ({failures} failed); "
                             "retry shortly", "server_error", None, "replica_failed",
@@ -267,7 +269,9 @@ class Dispatcher:
         """The first chunk, then the rest, each within the inter-token timeout; keeps the
         ledger and the metrics, and cancels the replica's work if the stream ends early."""
         last, done, status = s.first, s.first is None, "failed_mid_stream"
-        first_at = self.clock()  # TPOT's start: start() returns as the first token comes
+        # TPOT runs from the first token's arrival: with several choices this stream may be
+        # read only once its siblings have their first tokens too
+        first_at = s.first_at or self.clock()
         try:
             if s.first is not None:
                 yield s.first

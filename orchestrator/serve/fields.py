@@ -32,7 +32,7 @@ def needed(body) -> dict[str, str]:
 
 
 def eligible(pools: dict[str, PoolFacts], wants: dict[str, str], pin: str | None,
-             floor: int | None) -> frozenset[str] | None:
+             floor: int | None, model: str = "MODEL") -> frozenset[str] | None:
     """The pools that honour every field in `wants`; None where it asks for nothing. Raises
     the 400 where none of the pools the request may use honours them all."""
     if not wants:
@@ -44,15 +44,33 @@ def eligible(pools: dict[str, PoolFacts], wants: dict[str, str], pin: str | None
     if ok & usable or not usable:  # no usable pool at all: routing answers for the pin
         return ok & usable if usable else ok
     missing = [f for f in wants if not any(f in pools[dep].features for dep in usable)]
-    feature = (missing or [f for f in wants
-                           if not all(f in pools[dep].features for dep in usable)])[0]
+    if not missing:  # each is honoured somewhere, but no usable pool honours them all
+        each = [f"{dep} honours " + (", ".join(w for f, w in wants.items()
+                                               if f in pools[dep].features) or "none")
+                for dep in sorted(usable)]
+        raise _refusal(", ".join(wants.values()), next(iter(wants.values())),
+                       f"no pool honours {' and '.join(wants.values())} together "
+                       f"({'; '.join(each)}); send them in separate requests")
+    feature = missing[0]
     field = wants[feature]
     mine = ", ".join(f"{dep} ({pools[dep].engine})" for dep in sorted(usable))
-    can = [f"{dep} ({pools[dep].precision} on {pools[dep].engine})"
-           for dep in sorted(pools) if feature in pools[dep].features]
-    where = (f"pools that do: {', '.join(can)}; pin one with the model name "
-             f"'<model>:<precision>'" if can else "no pool of this deployment does")
-    raise ApiError(400, f"{field} is not honoured by the pools this request may use "
-                        f"({mine or 'none'}); {where}. Leave {field} out, or see "
-                        "docs/serving.md for the fields each backend honours",
-                   "invalid_request_error", field, "unsupported_field")
+    can = [dep for dep in sorted(pools) if feature in pools[dep].features]
+    if not can:
+        return _raise(field, f"{field} is not honoured by the pools this request may use "
+                             f"({mine}); no pool of this deployment does")
+    named = ", ".join(f"{dep} ({pools[dep].precision} on {pools[dep].engine})" for dep in can)
+    below = floor is not None and all(PRECISIONS[pools[d].precision].rank < floor for d in can)
+    how = ("they are below the x-min-precision floor this request set" if below else
+           f"pin one with the model name '{model}:{pools[can[0]].precision}'")
+    return _raise(field, f"{field} is not honoured by the pools this request may use "
+                         f"({mine}); pools that do: {named}; {how}")
+
+
+def _raise(field: str, said: str):
+    raise _refusal(field, field, said)
+
+
+def _refusal(fields_: str, param: str, said: str) -> ApiError:
+    return ApiError(400, f"{said}. Leave {fields_} out, or see docs/serving.md for the "
+                         "fields each backend honours", "invalid_request_error", param,
+                    "unsupported_field")

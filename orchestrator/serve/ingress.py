@@ -298,7 +298,11 @@ class Ingress:
         pin = self._model(body.model)
         floor = self._floor(request)
         policy = self.choice.of(request.headers.get(POLICY_HEADER))
-        pools = fields.eligible(self.pools, fields.needed(body), pin, floor)
+        try:
+            pools = fields.eligible(self.pools, fields.needed(body), pin, floor, self.name)
+        except ApiError:
+            self.m["errors"].labels("-", "unsupported_field").inc()
+            raise
         tools = ([t.model_dump() for t in body.tools] if chat and body.calls_tools()
                  else None)
         shape = answer.Shape(chat, oa_out.new_id(chat), body.model, tools,
@@ -306,7 +310,7 @@ class Ingress:
         jobs = await self._jobs(body, chat, shape, pin, floor, pools)
         if body.stream:
             started = await answer.start(self.d, jobs, policy)
-            return StreamingResponse(answer.stream(self.d, jobs, started, shape),
+            return StreamingResponse(answer.Streamed(self.d, jobs, started, shape),
                                      media_type="text/event-stream",
                                      headers=self._headers(started[0].dep))
         whole, dep = await answer.collect(self.d, jobs, policy, shape)
@@ -319,9 +323,12 @@ class Ingress:
         messages = [m.for_template() for m in body.messages] if chat else None
         prompts = [None] if chat else body.prompt
         schema = body.schema_text()
-        if shape.tools and (forced := forced_schema(shape.tools, body.tool_choice)):
+        if shape.tools and (forced := forced_schema(shape.tools, body.tool_choice_value())):
             schema = json.dumps(forced, sort_keys=True)
+        # tokenized where it may be served: another pool's template or tokenizer may differ
+        may = RouteRequest(1, 1, pinned_precision=pin, min_rank=floor, pools=pools)
         views = self.d.views()
+        views = [v for v in views if may.accepts(v.precision, v.quality_rank, v.pool)] or views
         counted = await asyncio.gather(*(self.counter.count(views, p, messages, shape.tools)
                                          for p in prompts))
         bias = tuple((int(k), v) for k, v in (body.logit_bias or {}).items())

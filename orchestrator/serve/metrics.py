@@ -30,7 +30,8 @@ GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions")
 POOL_ERRORS = ("bad_request", "first_token_timeout", "inter_token_timeout",
                "replica_failed_before_first_token", "replica_failed_mid_answer",
                "failed_mid_stream")
-ROUTING_ERRORS = ("no_replica", "overloaded", "unauthorized", "bad_request")
+ROUTING_ERRORS = ("no_replica", "overloaded", "unauthorized", "bad_request",
+                  "unsupported_field")
 ROUTED = (PINNED, FLOOR, SPILL, PREFERRED)
 REFUSED = (OVERLOADED, UNSATISFIABLE_PRECISION, CONTEXT_TOO_LONG)
 FALLBACKS = ("no_replica", "timeout", "error")  # serve/tokens.py

@@ -263,6 +263,12 @@ class ChatRequest(_Common):
     def calls_tools(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"
 
+    def tool_choice_value(self) -> str | dict | None:
+        """tool_choice as engines/tools.py takes it: a name, or the named-function dict."""
+        if isinstance(self.tool_choice, NamedTool):
+            return self.tool_choice.model_dump()
+        return self.tool_choice
+
 
 def not_unicode(body) -> str | None:
     """The path of the first string in a parsed body that is not valid Unicode (a lone

@@ -117,3 +117,33 @@ def test_a_choice_refused_before_its_first_token_stops_the_ones_that_started():
         run(answer.start(h.d, jobs(n=2), None))
     assert e.value.status == 400 and e.value.body["error"]["param"] == "logit_bias"
     assert h.d.ledger.flights == {} and all(s.cancelled for _, s in h.sent)
+
+
+def test_a_client_gone_while_choices_start_stops_the_ones_that_started():
+    from tests.unit.test_dispatch import F16, INT4
+
+    h = Harness(replicas={F16: ["a1"], INT4: []},
+                scripts={"a1": [[(0, Chunk("x", 1, 5)), (5, Chunk("y", 2, 5, "length"))],
+                                [(5, Chunk("x", 1, 5))]]})
+
+    async def go():
+        task = asyncio.ensure_future(answer.start(h.d, jobs(n=2), None))
+        await asyncio.sleep(0.1)  # the first choice has its first token, the second not
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    run(go())
+    assert h.d.ledger.flights == {} and all(s.cancelled for _, s in h.sent)
+
+
+def test_a_stream_body_never_read_stops_its_choices_when_dropped():
+    h = Harness()
+    js = jobs(n=2)
+    started = run(answer.start(h.d, js, None))
+    assert len(h.d.ledger.flights) == 2
+    body = answer.Streamed(h.d, js, started, answer.Shape(False, "cmpl-4", "m"))
+    del body  # what is left when the client leaves before the body is sent
+    assert h.d.ledger.flights == {} and all(s.cancelled for _, s in h.sent)

@@ -72,6 +72,43 @@ def test_backends_declare_what_they_honour():
     assert TOOLS in BACKENDS["vllm"].honours()  # tool calls go through the schema path
 
 
+def test_a_named_tool_choice_from_a_request_forces_that_call():
+    r = chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    schema = forced_schema([t.model_dump() for t in r.tools], r.tool_choice_value())
+    assert schema["properties"]["name"] == {"const": "get_weather"}
+    assert forced_schema([TOOL], chat(tools=[TOOL]).tool_choice_value()) is None  # auto
+
+
+def test_fields_no_single_pool_honours_together_are_named_together():
+    pools = facts({F16: frozenset({LOGPROBS}), INT4: frozenset({JSON_SCHEMA})})
+    with pytest.raises(ApiError) as e:
+        fields.eligible(pools, {LOGPROBS: "logprobs", JSON_SCHEMA: "response_format"},
+                        None, None)
+    msg = e.value.body["error"]["message"]
+    assert "no pool honours logprobs and response_format together" in msg
+    assert f"{F16} honours logprobs" in msg and f"{INT4} honours response_format" in msg
+
+
+def test_a_floor_that_excludes_the_pools_that_can_is_said():
+    from orchestrator.models.precision import PRECISIONS
+
+    pools = facts({F16: frozenset(), INT4: frozenset({LOGPROBS})})
+    with pytest.raises(ApiError) as e:
+        fields.eligible(pools, {LOGPROBS: "logprobs"}, None,
+                        PRECISIONS[POOLS[F16].precision].rank, "m")
+    assert "below the x-min-precision floor" in e.value.body["error"]["message"]
+    with pytest.raises(ApiError) as e:
+        fields.eligible(pools, {LOGPROBS: "logprobs"}, POOLS[F16].precision, None, "m")
+    assert f"'m:{POOLS[INT4].precision}'" in e.value.body["error"]["message"]
+
+
+def test_llama_seeds_stay_deterministic():
+    from orchestrator.backends.llamacpp import SEED_MASK, llama_seed
+
+    assert llama_seed(-1) == llama_seed(SEED_MASK) == SEED_MASK - 1  # never "random"
+    assert llama_seed(2**63 - 1) != SEED_MASK and llama_seed(7) == 7
+
+
 def test_forced_tool_schema_and_parsing():
     one = forced_schema([TOOL], "required")
     assert one["properties"]["name"] == {"const": "get_weather"}
@@ -108,7 +145,7 @@ def test_logprobs_shapes():
     legacy = logprobs_json(False, items, offset=3)
     assert legacy == {"tokens": ["He", "llo"], "token_logprobs": [-0.5, -1.0],
                       "top_logprobs": [{"He": -0.5}, {}], "text_offset": [3, 5]}
-    json.dumps(c)
+    assert json.loads(json.dumps(c)) == c  # plain JSON, nothing a stream cannot carry
 
 
 def test_the_docs_table_is_what_each_backend_declares():
