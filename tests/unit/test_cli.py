@@ -1,20 +1,8 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from orchestrator.cli import main
 from tests.conftest import CLUSTERS, cluster, node_type
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 def test_help_lists_commands(run):

@@ -18,16 +18,6 @@ from orchestrator.cli.progress import (BuildEvents, LineSink, ReadinessEvents, R
 from tests.conftest import CLUSTERS
 
 
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
-
-
 def widest(text: str) -> int:
     return max((len(line) for line in text.splitlines()), default=0)
 
