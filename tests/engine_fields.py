@@ -49,7 +49,7 @@ async def exercise(engine, rendered_prefix: str = "") -> dict:
     call_schema = json.dumps(forced_schema([WEATHER], "required"))
     text, _ = await _run(engine, "tool", prompt="Call a function for the weather in Oslo:",
                          max_tokens=60, json_schema=call_schema)
-    seen["tools"] = parse_call(text, [WEATHER])
+    seen["tools"] = {"text": text, "call": parse_call(text, [WEATHER])}
     _, chunks = await _run(engine, "lp", prompt=PROMPT, max_tokens=6, logprobs=2)
     probs = [p for c in chunks for p in c.logprobs]
     seen["logprobs"] = {"items": probs, "tokens": chunks[-1].completion_tokens}
@@ -69,8 +69,8 @@ def check(seen: dict, honours: set[str]) -> None:
     if "json_schema" in honours:
         jsonschema.validate(json.loads(seen["json_schema"]), SCHEMA)
     if "tools" in honours:
-        call = seen["tools"]
-        assert call is not None and call["function"]["name"] == "get_weather", call
+        call = seen["tools"]["call"]
+        assert call is not None and call["function"]["name"] == "get_weather", seen["tools"]
     if "logprobs" in honours:
         lp = seen["logprobs"]
         assert len(lp["items"]) == lp["tokens"] > 0, lp

@@ -158,7 +158,8 @@ class VllmEngine(Engine):
             # vLLM's CPU backend sizes its KV cache from this variable only; the replica owns
             # its process, and the engine's worker process inherits it.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_space_gib)
-        args = AsyncEngineArgs(**{k: v for k, v in self.kwargs.items() if v is not None})
+        args = AsyncEngineArgs(**{k: v for k, v in self.kwargs.items() if v is not None},
+                               **compact_json())
         loggers = scheduler_logger(self)
         self.engine = (AsyncLLMEngine.from_engine_args(args, stat_loggers=loggers) if loggers
                        else AsyncLLMEngine.from_engine_args(args))
@@ -287,6 +288,20 @@ def structured(schema: str | None) -> dict:
 
         return {"guided_decoding": GuidedDecodingParams(json=json.loads(schema))}
     return {"structured_outputs": StructuredOutputsParams(json=json.loads(schema))}
+
+
+def compact_json() -> dict:
+    """AsyncEngineArgs' structured-output setting: xgrammar (the backend vLLM's "auto"
+    tries first), with no free whitespace between JSON tokens. Its grammar otherwise allows
+    any amount, and a small model held to it may write newlines until max_tokens (the demo
+    model did). vLLM reads this per engine only, and only for a named backend; a schema
+    xgrammar cannot compile is the request's 400 (`refusals`)."""
+    try:
+        from vllm.config import StructuredOutputsConfig
+    except ImportError:  # before vLLM's V1 structured outputs: its own default
+        return {}
+    return {"structured_outputs_config": StructuredOutputsConfig(
+        backend="xgrammar", disable_any_whitespace=True)}
 
 
 def new_logprobs(out, seen: int, top: int | None) -> tuple[TokenLogprob, ...]:
