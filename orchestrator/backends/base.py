@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.engines.features import with_implied
 from orchestrator.errors import MissingExtraError, UserError
 
 if TYPE_CHECKING:
@@ -135,8 +136,6 @@ class Backend:
     # -- facts ---------------------------------------------------------------------------
     def honours(self) -> frozenset[str]:
         """Every request feature a pool on this backend honours."""
-        from orchestrator.engines.features import with_implied
-
         return with_implied(self.features)
 
     def min_sm(self, precision_id: str) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import logging
 import shutil
 import threading
@@ -159,7 +160,9 @@ class LlamaCppEngine(Engine):
         self.running_context = 0
         self.rate = TokenRate()
         self.progress = Progress()
-        self.grammars: dict[str, object] = {}  # schema JSON -> LlamaGrammar, the newest 32
+        # schema JSON -> LlamaGrammar, compiled once (a client sends the same one again
+        # and again); a schema refused raises, and is not kept
+        self.compiled = functools.lru_cache(maxsize=32)(self._compile)
 
     async def start(self) -> None:
         try:
@@ -203,21 +206,19 @@ class LlamaCppEngine(Engine):
         return chat.render_or_refuse(template, messages, tools=tools)
 
     def grammar(self, schema: str | None):
-        """The GBNF grammar that holds the answer to a JSON schema, compiled once per
-        schema (a client sends the same one again and again)."""
-        if schema is None:
-            return None
-        if schema not in self.grammars:
-            from llama_cpp import LlamaGrammar
+        """The GBNF grammar that holds the answer to a JSON schema, or None for none."""
+        return None if schema is None else self.compiled(schema)
 
-            try:
-                g = LlamaGrammar.from_json_schema(schema, verbose=False)
-            except Exception as e:  # a schema its converter cannot turn into a grammar
-                raise RequestError(f"llama.cpp cannot constrain output to this schema: "
-                                   f"{str(e)[:200]}", "response_format") from None
-            self.check_grammar(g)
-            self.grammars = {**dict(list(self.grammars.items())[-31:]), schema: g}
-        return self.grammars[schema]
+    def _compile(self, schema: str):
+        from llama_cpp import LlamaGrammar
+
+        try:
+            g = LlamaGrammar.from_json_schema(schema, verbose=False)
+        except Exception as e:  # a schema its converter cannot turn into a grammar
+            raise RequestError(f"llama.cpp cannot constrain output to this schema: "
+                               f"{str(e)[:200]}", "response_format") from None
+        self.check_grammar(g)
+        return g
 
     def check_grammar(self, g) -> None:
         """Parse the grammar once here: llama-cpp-python hands llama.cpp's sampler chain

@@ -13,7 +13,7 @@ from typing import AsyncIterator
 from orchestrator.backends.base import (Backend, BuildSpec, Calibration, need_source,
                                         write_json)
 from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
-                                       TokenLogprob, template_error)
+                                       ranked_logprobs, template_error)
 from orchestrator.engines.chat import encode_once
 from orchestrator.engines.features import JSON_SCHEMA, LOGIT_BIAS, LOGPROBS, PENALTIES
 from orchestrator.errors import BuildFailed, MissingExtraError
@@ -91,25 +91,6 @@ def runtime_kwargs(record: dict) -> dict:
             "max_seq_len": record["max_seq_len"],
             "enable_chunked_prefill": record.get("enable_chunked_context", True),
             "guided_decoding_backend": GUIDED_BACKEND}
-
-
-def new_logprobs(out, seen: int, top: int | None, decode) -> tuple[TokenLogprob, ...]:
-    """The logprobs of the tokens generated since `seen`: TensorRT-LLM keeps, per token, a
-    dict of token id -> Logprob(logprob, rank) with the sampled token and the `top` best."""
-    if top is None or not out.logprobs:
-        return ()
-    items = []
-    for tid, step in zip(out.token_ids[seen:], out.logprobs[seen:]):
-        best = sorted(((t, lp) for t, lp in step.items()
-                       if lp.rank is not None and lp.rank <= top), key=lambda x: x[1].rank)
-        # Some releases return the top `top` alone, without the sampled token: it ranked
-        # below every one of them, so the least of theirs bounds its logprob from above.
-        chosen = step.get(tid) or min(step.values(), key=lambda lp: lp.logprob, default=None)
-        if chosen is None:  # nothing reported for this token at all
-            continue
-        items.append(TokenLogprob(decode(tid), float(chosen.logprob),
-                                  tuple((decode(t), float(lp.logprob)) for t, lp in best)))
-    return tuple(items)
 
 
 def kv_cache_kwargs(record: dict) -> dict:
@@ -299,8 +280,8 @@ class TrtllmEngine(Engine):
                 self.waiting.pop(req.request_id, None)
                 o = out.outputs[0]
                 self.running[req.request_id] = req.max_tokens - len(o.token_ids)
-                probs = new_logprobs(o, seen, req.logprobs,
-                                     lambda t: self.llm.tokenizer.decode([t]))
+                probs = ranked_logprobs(o, seen, req.logprobs,
+                                        lambda t, _: self.llm.tokenizer.decode([t]))
                 seen = len(o.token_ids)
                 yield Chunk(o.text_diff, len(o.token_ids), n_prompt, o.finish_reason,
                             logprobs=probs)

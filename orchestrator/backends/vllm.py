@@ -14,7 +14,8 @@ from typing import AsyncIterator
 from orchestrator.backends.base import (Backend, BuildSpec, Calibration, need_source,
                                         write_json)
 from orchestrator.engines.base import (Chunk, Engine, EngineStats, GenerateRequest,
-                                       RequestError, TokenLogprob, TokenRate, template_error)
+                                       RequestError, TokenRate, ranked_logprobs,
+                                       template_error)
 from orchestrator.engines.chat import encode_once
 from orchestrator.engines.features import JSON_SCHEMA, LOGIT_BIAS, LOGPROBS, PENALTIES
 from orchestrator.errors import MissingExtraError
@@ -218,7 +219,8 @@ class VllmEngine(Engine):
                 self.rate.add(n - done)
                 done = n
                 self.running[req.request_id] = req.max_tokens - n
-                probs = new_logprobs(o, seen, req.logprobs)
+                probs = ranked_logprobs(o, seen, req.logprobs,
+                                        lambda _, lp: lp.decoded_token or "")
                 seen = n if probs else seen
                 if o.text[sent:] or o.finish_reason or probs:
                     yield Chunk(o.text[sent:], n, len(out.prompt_token_ids or []),
@@ -302,21 +304,6 @@ def compact_json() -> dict:
         return {}
     return {"structured_outputs_config": StructuredOutputsConfig(
         backend="xgrammar", disable_any_whitespace=True)}
-
-
-def new_logprobs(out, seen: int, top: int | None) -> tuple[TokenLogprob, ...]:
-    """The logprobs of the tokens generated since `seen`: vLLM keeps, per token, a dict of
-    token id -> Logprob holding the sampled token and the `top` most likely by rank."""
-    if top is None or not out.logprobs:
-        return ()
-    items = []
-    for tid, step in zip(out.token_ids[seen:], out.logprobs[seen:]):
-        chosen = step[tid]
-        best = sorted((lp for lp in step.values() if lp.rank is not None and lp.rank <= top),
-                      key=lambda lp: lp.rank)
-        items.append(TokenLogprob(chosen.decoded_token or "", float(chosen.logprob), tuple(
-            (lp.decoded_token or "", float(lp.logprob)) for lp in best)))
-    return tuple(items)
 
 
 class SchedulerCounts:

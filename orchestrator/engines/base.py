@@ -116,6 +116,26 @@ class TokenLogprob:
     top: tuple[tuple[str, float], ...] = ()
 
 
+def ranked_logprobs(out, seen: int, top: int | None, text) -> tuple[TokenLogprob, ...]:
+    """The logprobs of the tokens generated since `seen`, where an engine keeps, per token,
+    a dict of token id -> Logprob(logprob, rank, ...) with the sampled token and the `top`
+    best by rank (vLLM, TensorRT-LLM); `text(token_id, logprob)` gives a token's text."""
+    if top is None or not out.logprobs:
+        return ()
+    items = []
+    for tid, step in zip(out.token_ids[seen:], out.logprobs[seen:]):
+        best = sorted(((t, lp) for t, lp in step.items()
+                       if lp.rank is not None and lp.rank <= top), key=lambda x: x[1].rank)
+        # Some TensorRT-LLM releases return the top `top` alone, without the sampled token:
+        # it ranked below every one of them, so the least of theirs bounds its logprob.
+        chosen = step.get(tid) or min(step.values(), key=lambda lp: lp.logprob, default=None)
+        if chosen is None:  # nothing reported for this token at all
+            continue
+        items.append(TokenLogprob(text(tid, chosen), float(chosen.logprob),
+                                  tuple((text(t, lp), float(lp.logprob)) for t, lp in best)))
+    return tuple(items)
+
+
 @dataclass(frozen=True)
 class Chunk:
     """Text produced since the last chunk; the last chunk has a finish reason."""

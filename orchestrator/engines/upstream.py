@@ -25,9 +25,6 @@ from orchestrator.engines.base import (Chunk, Engine, EngineFault, EngineStats,
                                        TokenRate)
 
 log = logging.getLogger("ray.serve")
-# A GGUF's tokenizer counts prompts where the upstream has no way to: without one a prompt
-# is counted at this many characters per token, low, so the context check errs on refusing
-# late (the upstream's own 400) rather than refusing a prompt that fits.
 
 
 @dataclass
@@ -130,6 +127,9 @@ class UpstreamEngine(Engine):
 
     # -- text ----------------------------------------------------------------------------
     def count_tokens(self, text: str, rendered_chat: bool = False) -> int:
+        # A GGUF's tokenizer counts prompts where the upstream has no way to: without one a
+        # prompt is counted at CHARS_PER_TOKEN, low, so the context check errs on refusing
+        # late (the upstream's own 400) rather than refusing a prompt that fits.
         if self.vocab is None:
             return int(len(text) / CHARS_PER_TOKEN) + 1
         return len(self.tokenize(text, rendered_chat))

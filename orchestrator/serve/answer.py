@@ -229,12 +229,10 @@ def _close(shape: Shape, job: Job, choice: out.Choice, opened: set[int]) -> list
 
 def _stream_error(d: Dispatcher, rid: str, s: Started, e: BaseException) -> dict:
     if isinstance(e, StreamTimeout):
-        return out_error(f"the engine stopped sending tokens for "
-                         f"{d.inter_token_timeout_s:g} s; request {rid}", "timeout")
+        return error_body(f"the engine stopped sending tokens for "
+                          f"{d.inter_token_timeout_s:g} s; request {rid}", "server_error",
+                          code="timeout")
     log.error("%s failed mid-stream on %s: %r", rid, s.replica, e)
     d.m["errors"].labels(s.dep, "failed_mid_stream").inc()
-    return out_error(f"the replica failed mid-stream; request {rid}", "replica_failed")
-
-
-def out_error(message: str, code: str) -> dict:
-    return error_body(message, "server_error", code=code)
+    return error_body(f"the replica failed mid-stream; request {rid}", "server_error",
+                      code="replica_failed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from orchestrator.engines.features import (JSON_SCHEMA, LOGIT_BIAS, LOGPROBS, PENALTIES,
                                            TOOLS)
 from orchestrator.models.precision import PRECISIONS
+from orchestrator.router.context import RouteRequest
 from orchestrator.serve.contract import PoolFacts
 from orchestrator.serve.openai_api import ApiError
 
@@ -26,7 +27,7 @@ def needed(body) -> dict[str, str]:
         out[LOGPROBS] = "top_logprobs" if getattr(body, "top_logprobs", None) else "logprobs"
     if body.schema_text() is not None:
         out[JSON_SCHEMA] = "response_format"
-    if getattr(body, "calls_tools", lambda: False)():
+    if body.calls_tools():
         out[TOOLS] = "tools"
     return out
 
@@ -38,9 +39,9 @@ def eligible(pools: dict[str, PoolFacts], wants: dict[str, str], pin: str | None
     if not wants:
         return None
     ok = frozenset(dep for dep, f in pools.items() if set(wants) <= f.features)
+    allowed = RouteRequest(1, 1, pinned_precision=pin, min_rank=floor)  # pin and floor only
     usable = {dep for dep, f in pools.items()
-              if (pin is None or f.precision == pin)
-              and (floor is None or PRECISIONS[f.precision].rank >= floor)}
+              if allowed.accepts(f.precision, PRECISIONS[f.precision].rank)}
     if ok & usable or not usable:  # no usable pool at all: routing answers for the pin
         return ok & usable if usable else ok
     missing = [f for f in wants if not any(f in pools[dep].features for dep in usable)]

@@ -303,8 +303,7 @@ class Ingress:
         except ApiError:
             self.m["errors"].labels("-", "unsupported_field").inc()
             raise
-        tools = ([t.model_dump() for t in body.tools] if chat and body.calls_tools()
-                 else None)
+        tools = [t.model_dump() for t in body.tools] if body.calls_tools() else None
         shape = answer.Shape(chat, oa_out.new_id(chat), body.model, tools,
                              bool(body.stream_options and body.stream_options.include_usage))
         jobs = await self._jobs(body, chat, shape, pin, floor, pools)

@@ -170,6 +170,9 @@ class _Common(BaseModel):
         """Alternatives per token to return (0: the chosen token's alone), or None."""
         raise NotImplementedError
 
+    def calls_tools(self) -> bool:
+        return False  # completions take no tools
+
 
 class CompletionRequest(_Common):
     prompt: list[str] = Field(min_length=1, max_length=MAX_PROMPTS)

@@ -276,9 +276,6 @@ TOOLS_TEMPLATE = (
     "{\"name\": ..., \"arguments\": ...}:\n{{ tools | tojson }}<end_of_turn>\n{% endif %}"
     "{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n"
     "{% endfor %}<start_of_turn>model\n")
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
-    "required": ["city"]}}}
 
 
 def forced_tool_call(model_path):
@@ -287,6 +284,7 @@ def forced_tool_call(model_path):
     import json
 
     from orchestrator.engines.tools import forced_schema, parse_call
+    from tests.engine_fields import WEATHER
 
     eng = serving_backend("llamacpp").make_engine(model_path=model_path, n_ctx=1024,
                                                   n_threads=1, chat_template=TOOLS_TEMPLATE)

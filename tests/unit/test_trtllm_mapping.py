@@ -216,7 +216,7 @@ def test_cancel_and_a_leaving_client_abort_the_request(trt, tmp_path):
 def test_request_features_map_to_its_sampling_params(trt, monkeypatch, tmp_path):
     """Penalties, logprobs and a JSON schema (guided decoding, which LLM(...) is started
     with xgrammar for); logprobs read back from its per-token {id: Logprob(logprob, rank)}."""
-    from orchestrator.backends.trtllm import new_logprobs
+    from orchestrator.engines.base import ranked_logprobs
 
     trt(engine=False)
     sp = types.ModuleType("tensorrt_llm.sampling_params")
@@ -237,6 +237,6 @@ def test_request_features_map_to_its_sampling_params(trt, monkeypatch, tmp_path)
     out = lp(token_ids=[7, 9], logprobs=[
         {7: lp(logprob=-0.1, rank=1), 8: lp(logprob=-2.0, rank=2), 5: lp(logprob=-3.0, rank=3)},
         {9: lp(logprob=-1.5, rank=2), 4: lp(logprob=-0.5, rank=1)}])
-    items = new_logprobs(out, 1, 1, decode=lambda t: f"<{t}>")
+    items = ranked_logprobs(out, 1, 1, lambda t, _: f"<{t}>")
     assert [(t.token, t.logprob, t.top) for t in items] == [("<9>", -1.5, (("<4>", -0.5),))]
-    assert new_logprobs(out, 0, None, decode=str) == ()
+    assert ranked_logprobs(out, 0, None, lambda t, _: str(t)) == ()
